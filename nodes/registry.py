@@ -21,11 +21,32 @@ def node_classes() -> list[type[io.ComfyNode]]:
     return classes
 
 
+def _install_sample_inputs() -> None:
+    """Copy the pack's sample photo(s) into ComfyUI's input folder, where the saved workflows'
+    LoadImage nodes look for them; an existing file of that name is never overwritten."""
+    import shutil
+    from pathlib import Path
+
+    import folder_paths
+
+    source = Path(__file__).resolve().parent.parent / "workflows" / "inputs"
+    target = Path(folder_paths.get_input_directory())
+    for sample in source.glob("*.png"):
+        destination = target / sample.name
+        if not destination.exists():
+            try:
+                target.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(sample, destination)
+            except OSError as exc:  # a read-only input folder must not stop the pack from loading
+                log.warning("agentic_edit: could not copy sample input %s: %s", sample.name, exc)
+
+
 class AgenticEditExtension(ComfyExtension):
     async def on_load(self) -> None:
         from ..models.paths import register_comfy_folders
 
         register_comfy_folders()
+        _install_sample_inputs()
 
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
         return node_classes()

@@ -24,9 +24,9 @@ import math
 from typing import Iterable
 
 import numpy as np
-from PIL import ImageColor
 from scipy import ndimage
 
+from .colors import color_to_unit
 from .geometry import Box
 from .imaging import ImageInputError
 
@@ -296,42 +296,23 @@ def connected_regions(mask: np.ndarray, min_area_pixels: int = 1) -> list[Box]:
         rows, cols = slices
         boxes.append(Box(float(cols.start), float(rows.start), float(cols.stop), float(rows.stop),
                          score=float(areas[index])))
-    boxes.sort(key=lambda b: (b.y1, b.x1))
-    return boxes
+    return reading_order(boxes)
+
+
+def reading_order(boxes: list[Box]) -> list[Box]:
+    """Rows top to bottom, left to right within a row; a box joins the current row when its
+    vertical centre lies within the row's first box (so a slightly lower word stays on its line)."""
+    rows: list[list[Box]] = []
+    for box in sorted(boxes, key=lambda b: (b.y1, b.x1)):
+        centre = (box.y1 + box.y2) / 2
+        if rows and rows[-1][0].y1 <= centre <= rows[-1][0].y2:
+            rows[-1].append(box)
+        else:
+            rows.append([box])
+    return [box for row in rows for box in sorted(row, key=lambda b: b.x1)]
 
 
 # ---- preview --------------------------------------------------------------------------------------
-
-def parse_color(value, name: str = "color") -> tuple[float, float, float]:
-    """A colour as RGB floats 0..1.
-
-    Accepts ``"#f00"``, ``"#ff0000"`` (the ``#`` may be left out; an alpha byte is ignored), a CSS name (``"red"``), ``"rgb(255, 0, 0)"``, ``"255, 0, 0"``
-    (0..255), a tuple of 0..255 integers, or a tuple of 0..1 floats.
-    """
-    hint = "write '#ff0000', 'red' or '255, 0, 0'"
-    if isinstance(value, str):
-        text = value.strip()
-        if "," in text and "(" not in text:
-            text = f"rgb({text})"
-        elif len(text) in (3, 6, 8) and all(c in "0123456789abcdefABCDEF" for c in text):
-            text = "#" + text  # hex without its '#', as the text tools accept too
-        try:
-            rgb = ImageColor.getrgb(text)
-        except ValueError:
-            raise MaskInputError(f"{name}: {value!r} is not a colour; {hint}") from None
-        return tuple(c / 255.0 for c in rgb[:3])
-    if not isinstance(value, (tuple, list)) or len(value) not in (3, 4):
-        raise MaskInputError(f"{name}: expected a colour such as '#ff0000' or (255, 0, 0), got {value!r}")
-    try:
-        channels = [float(c) for c in value[:3]]
-    except (TypeError, ValueError):
-        raise MaskInputError(f"{name}: {value!r} is not a colour; {hint}") from None
-    if any(not math.isfinite(c) or c < 0 for c in channels) or max(channels) > 255:
-        raise MaskInputError(f"{name}: colour channels must be between 0 and 255, got {value!r}")
-    # Floats that all fit in 0..1 are unit channels; integers are 0..255 channels.
-    is_unit = all(isinstance(c, (float, np.floating)) for c in value[:3]) and max(channels) <= 1.0
-    return tuple(channels) if is_unit else tuple(c / 255.0 for c in channels)
-
 
 def overlay(image: np.ndarray, mask: np.ndarray, color="#ff0000", opacity: float = 0.5,
             outline: int = 2) -> np.ndarray:
@@ -347,7 +328,7 @@ def overlay(image: np.ndarray, mask: np.ndarray, color="#ff0000", opacity: float
     if not 0.0 <= opacity <= 1.0:
         raise MaskInputError(f"opacity: must be between 0 and 1, got {opacity!r}")
     width = _radius(outline, "outline")
-    rgb = np.asarray(parse_color(color), dtype=np.float32)
+    rgb = np.asarray(color_to_unit(color), dtype=np.float32)
 
     weight = (mask * opacity)[..., None]
     out = image * (1.0 - weight) + rgb * weight
@@ -361,6 +342,6 @@ def overlay(image: np.ndarray, mask: np.ndarray, color="#ff0000", opacity: float
 __all__ = [
     "MAX_RADIUS", "MaskInputError", "COMBINE_OPERATIONS", "binarize", "boxes_to_mask", "check_same_size",
     "close", "combine", "connected_regions", "feather", "fill_holes", "grow", "intersect", "invert",
-    "overlay", "parse_color", "refine", "remove_small_islands", "shrink", "subtract", "threshold", "union",
+    "overlay", "refine", "remove_small_islands", "shrink", "subtract", "threshold", "union",
 ]
 

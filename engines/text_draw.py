@@ -24,14 +24,16 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import NamedTuple, Sequence
 
 import numpy as np
-from PIL import Image, ImageColor, ImageDraw, ImageFont
+from PIL import Image, ImageDraw, ImageFont
 
 from .fonts import DEFAULT_FONT, load_font, missing_characters
+from .colors import parse_color
 from .geometry import Box
+from .mask_ops import connected_regions
 
 log = logging.getLogger(__name__)
 
@@ -68,23 +70,6 @@ class TextLayout:
 
 # ---- colours -------------------------------------------------------------------------------
 
-def parse_color(value, name: str = "color") -> tuple[int, int, int, int]:
-    """``'#RGB'``, ``'#RRGGBB'``, ``'#RRGGBBAA'`` (the ``#`` may be left out), a CSS colour name or
-    ``rgb(...)`` / ``hsl(...)`` -> 8-bit RGBA."""
-    if not isinstance(value, str) or not value.strip():
-        raise TextInputError(f"{name}: expected a colour such as '#ff0000' or 'red', got {value!r}")
-    text = value.strip()
-    if len(text) in (3, 6, 8) and all(c in "0123456789abcdefABCDEF" for c in text):
-        text = "#" + text
-    try:
-        rgba = ImageColor.getcolor(text, "RGBA")
-    except ValueError:
-        raise TextInputError(
-            f"{name}: {value!r} is not a colour; use a hex colour such as '#ff0000' or '#ff000080' "
-            "(with opacity), or a name such as 'white'") from None
-    return tuple(int(c) for c in rgba)
-
-
 def _contrasting(rgb01: np.ndarray) -> tuple[int, int, int, int]:
     """Black or white, whichever reads better on a colour (Rec. 601 luma)."""
     luma = float(0.299 * rgb01[0] + 0.587 * rgb01[1] + 0.114 * rgb01[2])
@@ -101,37 +86,14 @@ def regions_from_mask(mask: np.ndarray, separate: bool = True, min_fraction: flo
     array = np.asarray(mask, dtype=np.float32)
     if array.ndim != 2:
         raise TextInputError(f"{name}: expected a mask of shape [H, W], got {tuple(array.shape)}")
-    on = array > 0.5
-    if not on.any():
+    regions = connected_regions(array)
+    if not regions:
         raise TextInputError(f"{name}: the mask is empty, so there is no region to write in")
     if not separate:
-        return [_bbox_of(on)]
-    from scipy import ndimage
-
-    labels, count = ndimage.label(on)
-    areas = ndimage.sum_labels(on, labels, index=np.arange(1, count + 1))
-    keep = [i + 1 for i, area in enumerate(areas) if area >= min_fraction * areas.max()]
-    slices = ndimage.find_objects(labels)
-    boxes = [Box(float(slices[k - 1][1].start), float(slices[k - 1][0].start),
-                 float(slices[k - 1][1].stop), float(slices[k - 1][0].stop)) for k in keep]
-    return _reading_order(boxes)
-
-
-def _bbox_of(on: np.ndarray) -> Box:
-    rows, cols = np.flatnonzero(on.any(axis=1)), np.flatnonzero(on.any(axis=0))
-    return Box(float(cols[0]), float(rows[0]), float(cols[-1] + 1), float(rows[-1] + 1))
-
-
-def _reading_order(boxes: list[Box]) -> list[Box]:
-    # A box joins the current row when its vertical centre lies within the row's first box.
-    rows: list[list[Box]] = []
-    for box in sorted(boxes, key=lambda b: (b.y1, b.x1)):
-        centre = (box.y1 + box.y2) / 2
-        if rows and rows[-1][0].y1 <= centre <= rows[-1][0].y2:
-            rows[-1].append(box)
-        else:
-            rows.append([box])
-    return [box for row in rows for box in sorted(row, key=lambda b: b.x1)]
+        return [Box(min(r.x1 for r in regions), min(r.y1 for r in regions),
+                    max(r.x2 for r in regions), max(r.y2 for r in regions))]
+    largest = max(r.score for r in regions)
+    return [replace(r, score=None) for r in regions if r.score >= min_fraction * largest]
 
 
 # ---- wrapping and fitting ------------------------------------------------------------------

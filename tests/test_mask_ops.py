@@ -8,6 +8,8 @@ import sys
 import numpy as np
 import pytest
 
+from agentic_edit.engines.colors import ColorInputError, color_to_unit
+
 from agentic_edit.engines import mask_ops
 from agentic_edit.engines.geometry import Box
 from agentic_edit.engines.mask_ops import MaskInputError
@@ -274,7 +276,7 @@ def test_overlay_with_nothing_to_draw_is_the_image_and_bad_colours_are_clear():
     image = np.full((6, 7, 3), 0.25, np.float32)
     mask = np.ones((6, 7), np.float32)
     np.testing.assert_array_equal(mask_ops.overlay(image, mask, opacity=0.0, outline=0), image)
-    with pytest.raises(MaskInputError, match="color: 'not-a-colour' is not a colour"):
+    with pytest.raises(ColorInputError, match="color: 'not-a-colour' is not a colour"):
         mask_ops.overlay(image, mask, color="not-a-colour")
     with pytest.raises(MaskInputError, match="opacity"):
         mask_ops.overlay(image, mask, opacity=2.0)
@@ -285,7 +287,7 @@ def test_overlay_with_nothing_to_draw_is_the_image_and_bad_colours_are_clear():
     ((255, 255, 0), (1.0, 1.0, 0.0)), ((0.5, 0.25, 1.0), (0.5, 0.25, 1.0)),
 ])
 def test_parse_color(value, rgb):
-    assert mask_ops.parse_color(value) == pytest.approx(rgb)
+    assert color_to_unit(value) == pytest.approx(rgb, abs=0.5 / 255)  # 8-bit precision
 
 
 # ---- nodes, run directly (no server) ---------------------------------------------------------

@@ -6,6 +6,8 @@ import shutil
 import numpy as np
 import pytest
 
+from agentic_edit.engines.colors import ColorInputError
+
 from agentic_edit.engines import fonts
 from agentic_edit.engines.fonts import FontError, available_fonts, load_font
 from agentic_edit.engines.geometry import Box
@@ -268,9 +270,9 @@ def test_zero_area_boxes_are_errors_naming_the_box():
 
 
 def test_bad_options_are_errors():
-    with pytest.raises(TextInputError, match="color"):
+    with pytest.raises(ColorInputError, match="color"):
         draw_text(grey(), [Box(0, 0, 50, 50)], "x", color="not-a-colour")
-    with pytest.raises(TextInputError, match="backing"):
+    with pytest.raises(ColorInputError, match="backing"):
         draw_text(grey(), [Box(0, 0, 50, 50)], "x", backing="#12")
     with pytest.raises(TextInputError, match="align"):
         draw_text(grey(), [Box(0, 0, 50, 50)], "x", align="justify")

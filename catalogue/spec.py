@@ -87,6 +87,16 @@ class Tool:
     agent: bool = True
     search_aliases: tuple[str, ...] = field(default_factory=tuple)
 
+    def __post_init__(self):
+        # ComfyUI lists required inputs before optional ones; keeping the catalogue in that order
+        # makes the node, the planner's schema and /object_info agree argument by argument.
+        seen_optional = None
+        for a in self.args:
+            if a.optional:
+                seen_optional = a.name
+            elif seen_optional:
+                raise ValueError(f"tool {self.name!r}: required argument {a.name!r} comes after optional {seen_optional!r}")
+
     def arg(self, name: str) -> Arg:
         for a in self.args:
             if a.name == name:

@@ -14,20 +14,21 @@ Public API (engines use only this):
     with handle.use() as model: ...          # resident on the compute device for the block;
                                              # under the `low` profile offloaded to CPU after it
     free(family=None)                        # drop cached models (all, or one family)
+    set_memory_profile("low")                # or AGENTIC_EDIT_MEMORY_PROFILE=low|high|auto
 
 See ``registry.py`` (specs), ``paths.py`` (model folders), ``resolve.py`` (name -> files),
 ``devices.py`` (device, dtype, memory profiles), ``cache.py`` (load once, use, free) and
 ``comfy_memory.py`` (cooperation with ComfyUI's model management, only when running inside it).
 """
 
-from .registry import ModelSpec, register_spec, get_spec, specs_for
+from .registry import ModelSpec, register_spec, get_spec, specs_for, register_family_folders
 from .resolve import ModelNotFoundError, ResolvedModel, available_choices, resolve
-from .devices import MemoryProfile, memory_profile, pick_device, pick_dtype
+from .devices import MemoryProfile, memory_profile, pick_device, pick_dtype, set_memory_profile
 from .cache import LoadedModel, acquire, free, loaded_models
 
 __all__ = [
-    "ModelSpec", "register_spec", "get_spec", "specs_for",
+    "ModelSpec", "register_spec", "get_spec", "specs_for", "register_family_folders",
     "ModelNotFoundError", "ResolvedModel", "available_choices", "resolve",
-    "MemoryProfile", "memory_profile", "pick_device", "pick_dtype",
+    "MemoryProfile", "memory_profile", "pick_device", "pick_dtype", "set_memory_profile",
     "LoadedModel", "acquire", "free", "loaded_models",
 ]

@@ -37,7 +37,9 @@ log = logging.getLogger(__name__)
 
 def model_management() -> ModuleType | None:
     """``comfy.model_management`` when running inside ComfyUI, else None."""
-    return sys.modules.get("comfy.model_management")
+    from .paths import attached_to_comfy
+
+    return sys.modules.get("comfy.model_management") if attached_to_comfy() else None
 
 
 def active() -> bool:

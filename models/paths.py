@@ -42,9 +42,26 @@ _LEGACY_KEYS = {"unet": "diffusion_models", "clip": "text_encoders"}
 _register_lock = threading.Lock()
 
 
+# Set when the pack is loaded by ComfyUI (its extension's on_load calls register_comfy_folders).
+# ComfyUI's modules being importable, or even imported by some other code in this process (a test
+# that builds a node schema), does not make this process a ComfyUI server whose folders we serve.
+_attached = False
+
+
+def attach_to_comfy() -> bool:
+    """Use ComfyUI's model folders and memory management from now on (when ComfyUI is loaded)."""
+    global _attached
+    _attached = "folder_paths" in sys.modules
+    return _attached
+
+
+def attached_to_comfy() -> bool:
+    return _attached
+
+
 def comfy_folder_paths() -> ModuleType | None:
     """ComfyUI's ``folder_paths`` module when running inside ComfyUI, else None."""
-    return sys.modules.get("folder_paths")
+    return sys.modules.get("folder_paths") if _attached else None
 
 
 def _register_one(folder_paths: ModuleType, key: str) -> None:
@@ -63,6 +80,7 @@ def register_comfy_folders(extra_keys: tuple[str, ...] = ()) -> list[str]:
 
     Also registers the folder of every spec registered so far. Returns the keys registered.
     """
+    attach_to_comfy()
     folder_paths = comfy_folder_paths()
     if folder_paths is None:
         return []

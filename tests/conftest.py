@@ -11,4 +11,4 @@ from tests.pack import import_pack  # noqa: E402
 
 import_pack()
 
-pytest_plugins = ["tests.fixtures"]
+pytest_plugins = ["tests.fixtures", "tests.openai_stub"]

@@ -1,0 +1,293 @@
+"""Loading SAM-2 weights and running its decoder: the two backends behind ``engines/segment.py``.
+
+* ``TransformersSam2``: transformers ``Sam2Model`` + ``Sam2Processor`` on a ``save_pretrained``
+  folder (the official ``facebook/sam2.1-hiera-*`` repositories carry one). No compiled code.
+* ``MetaSam2``: the original single-file checkpoints (Meta's ``sam2.1_hiera_large.pt`` holding
+  ``{"model": state_dict}``, or a ``.safetensors`` conversion such as Kijai/sam2-safetensors) built
+  with the ``sam2`` pip package (``build_sam2`` + ``SAM2ImagePredictor``). The hydra config comes
+  from the file name: size t/s/b+/l, version 2 or 2.1.
+
+Both take the same call, ``predict(rgb, objects, multimask, threshold)`` -> one ``(bool mask [H, W],
+score)`` per object: the image is encoded once, and objects that share a prompt shape (box or not,
+number of points, multimask or not) are decoded together in one batched call. Sharing one call
+across different shapes would need padding prompts, which changes SAM-2's token set; grouping keeps
+every object's result identical to decoding it alone.
+
+Each backend keeps the last image's embedding: asking again about the same pixels (another prompt,
+or ComfyUI re-running the node because only a refinement setting changed) skips the image encoder,
+which is nearly all of SAM-2's cost.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from pathlib import Path
+
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+
+FAMILY = "sam2"
+FOLDER = "sam2"
+SAM2_SIZES = {"tiny": 0.16, "small": 0.19, "base-plus": 0.33, "large": 0.9}  # download size, GB
+
+
+class Sam2LoadError(ValueError):
+    """SAM-2 weights that cannot be loaded; the message says what to install or rename."""
+
+
+def register_sam2_specs() -> None:
+    """Register the official transformers-format SAM-2.1 repositories with the model store."""
+    from ..models import ModelSpec, register_spec
+
+    for size, gigabytes in SAM2_SIZES.items():
+        register_spec(ModelSpec(
+            key=f"sam2.1-hiera-{size}", family=FAMILY, folder=FOLDER, repo_id=f"facebook/sam2.1-hiera-{size}",
+            required_files=("config.json", "*.safetensors", "*processor_config.json"),
+            # The repos also hold Meta's .pt checkpoint; the transformers loader needs only these.
+            allow_patterns=("*.json", "*.safetensors"),
+            licence="Apache-2.0", size_gb=gigabytes,
+            notes="transformers Sam2Model weights (Meta's sam2.1_hiera_*.pt files also work with `pip install sam2`)",
+        ))
+
+
+def _groups(objects, multimask: list[bool]) -> dict[tuple, list[int]]:
+    groups: dict[tuple, list[int]] = {}
+    for index, (obj, multi) in enumerate(zip(objects, multimask)):
+        groups.setdefault((obj.box is not None, len(obj.points), multi), []).append(index)
+    return groups
+
+
+class LastImage:
+    """The embedding cache's key: a copy of the last image's pixels and where its embedding lives.
+
+    Pixels are compared exactly (a memory compare, about a millisecond for a photo, and faster than
+    hashing them): one changed pixel is another image.
+    """
+
+    def __init__(self):
+        self.pixels: np.ndarray | None = None
+        self.where: tuple = ()
+
+    def matches(self, rgb: np.ndarray, *where) -> bool:
+        return (self.pixels is not None and self.where == where and self.pixels.shape == rgb.shape
+                and np.array_equal(self.pixels, rgb))
+
+    def remember(self, rgb: np.ndarray, *where) -> None:
+        self.pixels, self.where = np.array(rgb, copy=True), where
+
+    def forget(self) -> None:
+        self.pixels, self.where = None, ()
+
+
+def _best(scores: torch.Tensor) -> torch.Tensor:
+    """Index of the candidate with the highest predicted IoU, per object ([N, K] -> [N])."""
+    return scores.float().argmax(dim=-1)
+
+
+# ---- transformers ---------------------------------------------------------------------------------
+
+class TransformersSam2(torch.nn.Module):
+    """``Sam2Model`` + ``Sam2Processor``; an ``nn.Module`` so the store can move it between devices."""
+
+    def __init__(self, model, processor):
+        super().__init__()
+        self.model = model
+        self.processor = processor
+        self._lock = threading.Lock()
+        self._last = LastImage()
+        self._cached: tuple = ()  # (embeddings, original sizes) of self._last
+
+    def clear_embedding_cache(self) -> None:
+        self._last.forget()
+        self._cached = ()
+
+    def _embed(self, rgb: np.ndarray, device, dtype):
+        if self._cached and self._last.matches(rgb, str(device), str(dtype)):
+            return self._cached
+        # Float 0..1 pixels go in as they are (no 8-bit rounding): rescaling is off.
+        encoded = self.processor(images=rgb, do_rescale=False, return_tensors="pt")
+        embeddings = self.model.get_image_embeddings(encoded["pixel_values"].to(device, dtype))
+        self._cached = (embeddings, encoded["original_sizes"])
+        self._last.remember(rgb, str(device), str(dtype))
+        return self._cached
+
+    @torch.no_grad()
+    def predict(self, rgb: np.ndarray, objects, multimask: list[bool], threshold: float):
+        with self._lock:
+            return self._predict(rgb, objects, multimask, threshold)
+
+    def _predict(self, rgb: np.ndarray, objects, multimask: list[bool], threshold: float):
+        param = next(self.model.parameters())
+        device, dtype = param.device, param.dtype
+        embeddings, sizes = self._embed(rgb, device, dtype)
+        results: list = [None] * len(objects)
+        for (has_box, n_points, multi), indices in _groups(objects, multimask).items():
+            group = [objects[i] for i in indices]
+            prompt = {}
+            if has_box:
+                prompt["input_boxes"] = [[[o.box.x1, o.box.y1, o.box.x2, o.box.y2] for o in group]]
+            if n_points:
+                prompt["input_points"] = [[[[p.x, p.y] for p in o.points] for o in group]]
+                prompt["input_labels"] = [[[int(p.positive) for p in o.points] for o in group]]
+            tensors = self.processor(original_sizes=sizes, return_tensors="pt", **prompt)
+            inputs = {k: tensors[k].to(device) for k in ("input_boxes", "input_points", "input_labels") if k in tensors}
+            out = self.model(image_embeddings=embeddings, multimask_output=multi, **inputs)
+            logits, scores = out.pred_masks[0], out.iou_scores[0]          # [N, K, 256, 256], [N, K]
+            best = _best(scores)
+            rows = torch.arange(len(group), device=best.device)
+            chosen = logits[rows, best].float()                           # [N, 256, 256]
+            best_scores = scores[rows, best].float().cpu().numpy()
+            for slot, index in enumerate(indices):
+                # Upscale to the image's own size (SAM-2 resizes without padding: nothing to crop),
+                # one object at a time so a large image never holds N full-size float masks at once.
+                mask = self.processor.post_process_masks([chosen[slot][None, None]], sizes,
+                                                         mask_threshold=threshold, binarize=True)[0]
+                results[index] = (mask[0, 0].cpu().numpy(), float(best_scores[slot]))
+        return results
+
+
+def load_transformers_sam2(path: Path, device, dtype) -> TransformersSam2:
+    from transformers import Sam2Model, Sam2Processor
+
+    model = Sam2Model.from_pretrained(str(path), dtype=dtype or torch.float32).eval()
+    processor = Sam2Processor.from_pretrained(str(path))
+    backend = TransformersSam2(model, processor)
+    return backend.to(device) if device is not None else backend
+
+
+# ---- the original sam2 package -------------------------------------------------------------------
+
+_SIZE_WORDS = {"tiny": "t", "t": "t", "small": "s", "s": "s", "large": "l", "l": "l",
+               "base": "b+", "b+": "b+", "bplus": "b+", "baseplus": "b+"}
+
+
+def meta_config_for(file_name: str) -> str:
+    """The ``sam2`` package config for a checkpoint file name, e.g. ``sam2.1_hiera_large.pt`` ->
+    ``configs/sam2.1/sam2.1_hiera_l.yaml``; ``sam2_hiera_base_plus.safetensors`` -> the SAM 2.0 b+."""
+    stem = Path(file_name).name.lower()
+    for suffix in (".safetensors", ".pt", ".pth", ".ckpt", ".bin"):
+        if stem.endswith(suffix):
+            stem = stem[: -len(suffix)]
+    version = "2.1" if re.search(r"sam2(\.|_|-)?1(?!\d)", stem) else "2"
+    tokens = re.split(r"[_\-. ]+", stem.replace("base_plus", "baseplus").replace("base-plus", "baseplus"))
+    sizes = {_SIZE_WORDS[t] for t in tokens if t in _SIZE_WORDS}
+    if len(sizes) != 1:
+        raise Sam2LoadError(
+            f"{file_name}: cannot tell the SAM-2 size from the file name; name it like Meta's files "
+            "(sam2.1_hiera_tiny / small / base_plus / large, .pt or .safetensors)")
+    size = sizes.pop()
+    return f"configs/sam2.1/sam2.1_hiera_{size}.yaml" if version == "2.1" else f"configs/sam2/sam2_hiera_{size}.yaml"
+
+
+def _meta_state_dict(path: Path) -> dict:
+    if path.suffix.lower() == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    state = torch.load(str(path), map_location="cpu", weights_only=True)
+    return state.get("model", state) if isinstance(state, dict) else state
+
+
+def _state_dict_problems(expected: dict, given: dict) -> str:
+    """A one-line summary of how ``given`` differs from the weights ``expected`` ("" when it fits)."""
+    missing = [k for k in expected if k not in given]
+    unexpected = [k for k in given if k not in expected]
+    reshaped = [k for k in expected if k in given and tuple(given[k].shape) != tuple(expected[k].shape)]
+    parts = [f"{len(keys)} {what} (e.g. {keys[0]})"
+             for what, keys in (("missing", missing), ("unexpected", unexpected), ("differently shaped", reshaped))
+             if keys]
+    return ", ".join(parts)
+
+
+class MetaSam2(torch.nn.Module):
+    """``sam2.SAM2ImagePredictor`` around a ``SAM2Base`` (the module the store moves)."""
+
+    def __init__(self, sam_model, autocast_dtype=None):
+        super().__init__()
+        from sam2.sam2_image_predictor import SAM2ImagePredictor
+
+        self.model = sam_model
+        self.predictor = SAM2ImagePredictor(sam_model)
+        self.autocast_dtype = autocast_dtype
+        self._lock = threading.Lock()  # the predictor keeps the image embedding as state
+        self._last = LastImage()
+
+    def clear_embedding_cache(self) -> None:
+        self._last.forget()
+        self.predictor.reset_predictor()
+
+    @torch.no_grad()
+    def predict(self, rgb: np.ndarray, objects, multimask: list[bool], threshold: float):
+        device = next(self.model.parameters()).device
+        use_autocast = self.autocast_dtype is not None and device.type == "cuda"
+        with self._lock, torch.autocast(device.type, dtype=self.autocast_dtype or torch.float32, enabled=use_autocast):
+            if not (self.predictor._is_image_set and self._last.matches(rgb, str(device))):
+                # ToTensor leaves float arrays unscaled, so 0..1 float pixels are what the model expects.
+                self.predictor.set_image(np.ascontiguousarray(rgb, dtype=np.float32))
+                self._last.remember(rgb, str(device))
+            results: list = [None] * len(objects)
+            for (has_box, n_points, multi), indices in _groups(objects, multimask).items():
+                group = [objects[i] for i in indices]
+                coords = labels = boxes = None
+                if n_points:
+                    coords = np.array([[[p.x, p.y] for p in o.points] for o in group], dtype=np.float32)
+                    labels = np.array([[int(p.positive) for p in o.points] for o in group], dtype=np.int32)
+                if has_box:
+                    boxes = np.array([[o.box.x1, o.box.y1, o.box.x2, o.box.y2] for o in group], dtype=np.float32)
+                logits, scores, _ = self.predictor.predict(point_coords=coords, point_labels=labels, box=boxes,
+                                                           multimask_output=multi, return_logits=True)
+                if logits.ndim == 3:  # one object: the predictor drops the object axis
+                    logits, scores = logits[None], scores[None]
+                best = scores.argmax(axis=-1)
+                for slot, index in enumerate(indices):
+                    results[index] = (logits[slot, best[slot]] > threshold, float(scores[slot, best[slot]]))
+        return results
+
+
+def load_meta_sam2(path: Path, device, dtype, config: str | None = None,
+                   hydra_overrides: tuple[str, ...] = ()) -> MetaSam2:
+    """Build a Meta-format checkpoint with the ``sam2`` package (config from the file name unless given)."""
+    try:
+        from sam2.build_sam import build_sam2
+    except ImportError:
+        raise Sam2LoadError(
+            f"{path.name} is an original SAM-2 checkpoint, which needs the `sam2` package: run "
+            "`pip install sam2` (set SAM2_BUILD_CUDA=0 to skip its optional CUDA extension), or choose "
+            "the transformers weights instead (sam2.1-hiera-large etc., downloaded from facebook/sam2.1-hiera-*)"
+        ) from None
+    config = config or meta_config_for(path.name)
+    model = build_sam2(config, ckpt_path=None, device="cpu", hydra_overrides_extra=list(hydra_overrides))
+    try:
+        state = _meta_state_dict(path)
+    except Exception as exc:  # a truncated or foreign file: say which, not a pickle traceback
+        raise Sam2LoadError(f"{path}: not a readable SAM-2 checkpoint ({type(exc).__name__}: {exc})") from None
+    problems = _state_dict_problems(model.state_dict(), state)
+    if problems:
+        raise Sam2LoadError(
+            f"{path.name} does not match {config} (chosen from the file name): {problems}; rename the file "
+            "after its real size and version (sam2_hiera_* or sam2.1_hiera_*, tiny / small / base_plus / large)")
+    model.load_state_dict(state, strict=True)
+    autocast = dtype if dtype in (torch.float16, torch.bfloat16) else None
+    backend = MetaSam2(model.eval(), autocast_dtype=autocast)
+    return backend.to(device) if device is not None else backend
+
+
+# ---- the store's build function ------------------------------------------------------------------
+
+def build_backend(resolved, device, dtype):
+    """``models.acquire`` build function: a transformers folder or a Meta-format file -> backend."""
+    path = Path(resolved.path)
+    if path.is_file():
+        return load_meta_sam2(path, device, dtype)
+    if (path / "config.json").is_file():
+        return load_transformers_sam2(path, device, dtype)
+    singles = sorted(p for p in path.glob("sam2*") if p.suffix.lower() in (".pt", ".pth", ".safetensors"))
+    if len(singles) == 1:
+        return load_meta_sam2(singles[0], device, dtype)
+    raise Sam2LoadError(
+        f"{path}: not a SAM-2 model; expected a transformers folder (config.json, model.safetensors, "
+        "processor_config.json) or one original checkpoint file (sam2.1_hiera_large.pt)")

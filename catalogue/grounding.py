@@ -16,7 +16,7 @@ GROUND = Tool(
         Arg("image", "image", "The image to search."),
         Arg("query", "string", "What to find: a phrase or an instruction that names the object(s).",
             default="", multiline=True),
-        Arg("model", "choice", "Grounding model: a folder in models/LLM, a local path or a Hugging Face repo id. "
+        Arg("grounding_model", "choice", "Grounding model: a folder in models/LLM, a local path or a Hugging Face repo id. "
             "VisionReasoner reasons before answering and gives an interior point per object.",
             default="Qwen2.5-VL-7B-Instruct", choices=model_choices("grounding", "qwen2_5_vl"), agent=False),
         Arg("mode", "choice", "Output convention: 'auto' follows the model; 'qwen' (boxes on the model's resized "

@@ -27,9 +27,9 @@ class Ground(io.ComfyNode):
         return tool_schema(cls.TOOL)
 
     @classmethod
-    def execute(cls, image, query, model, mode, max_pixels, max_objects, if_nothing_found,
+    def execute(cls, image, query, grounding_model, mode, max_pixels, max_objects, if_nothing_found,
                 max_new_tokens) -> io.NodeOutput:
-        engine = GroundingEngine(model)
+        engine = GroundingEngine(grounding_model)
         images = image_batch_to_arrays(image)
         progress = BatchProgress(len(images), max_new_tokens)
         boxes, points, answers, found_all = [], [], [], True

@@ -14,7 +14,7 @@ def _prompt(if_nothing_found: str, model: str = "Qwen2.5-VL-7B-Instruct") -> dic
     return {
         "1": {"class_type": "LoadImage", "inputs": {"image": "agentic_edit_sample.png"}},
         "2": {"class_type": "AgenticEditGround", "inputs": {
-            "image": ["1", 0], "query": "the cat", "model": model, "mode": "auto", "max_pixels": 50176,
+            "image": ["1", 0], "query": "the cat", "grounding_model": model, "mode": "auto", "max_pixels": 50176,
             "max_objects": 0, "if_nothing_found": if_nothing_found, "max_new_tokens": 16}},
         "3": {"class_type": "AgenticEditRenderBoxes", "inputs": {
             "image": ["1", 0], "boxes": ["2", 0], "positive_points": ["2", 1], "line_width": 0,
@@ -25,7 +25,7 @@ def _prompt(if_nothing_found: str, model: str = "Qwen2.5-VL-7B-Instruct") -> dic
 
 def test_model_choices_list_the_tiny_checkpoints(comfy_server):
     info = comfy_server.get_json("/object_info/AgenticEditGround")["AgenticEditGround"]
-    choices = info["input"]["required"]["model"][1]["options"]
+    choices = info["input"]["required"]["grounding_model"][1]["options"]
     assert {"Qwen2.5-VL-7B-Instruct", "VisionReasoner-7B"} <= set(choices)
 
 

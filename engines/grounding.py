@@ -23,6 +23,7 @@ import copy
 import functools
 import importlib.util
 import logging
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,7 @@ from ..models import ModelSpec, acquire, get_spec, register_spec
 from .grounding_parse import (VISION_REASONER_SIZE, GroundingResult, input_size_from_grid, parse_grounding,
                               split_thinking)
 from .imaging import rgb_to_pil, to_rgb_array
+from .qwen_fast import UnsupportedModelError, enable_batched_window_attention, fast_generate
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +123,21 @@ def _build(resolved, device, dtype, attn_implementation: str = "sdpa") -> QwenVL
         kwargs["device_map"] = str(device)  # straight onto the card, no full copy in CPU memory
     model = Qwen2_5_VLForConditionalGeneration.from_pretrained(str(resolved.path), **kwargs).eval()
     processor = AutoProcessor.from_pretrained(str(resolved.path))
+    try:
+        # One attention call per window length instead of a Python loop over ~100 windows per
+        # block: the vision encoder 3x faster on an H100, outputs identical (engines/qwen_fast.py).
+        enable_batched_window_attention(model, backend="grouped")
+    except UnsupportedModelError as exc:
+        log.warning("batched window attention unavailable (%s); the vision encoder runs window by window", exc)
     return QwenVL(model, processor)
+
+
+def compile_decoding() -> bool:
+    """Whether decoding uses a static KV cache and a compiled step (``AGENTIC_EDIT_COMPILE=1``).
+
+    Off by default: on an H100 it takes decoding from 31 to 9.7 ms per token, but the first call
+    compiles for ~45 s, which only pays off after ~30 grounding calls (a server, a batch job)."""
+    return os.environ.get("AGENTIC_EDIT_COMPILE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
 class GroundingEngine:
@@ -257,7 +273,11 @@ class GroundingEngine:
 
                 stopping = StoppingCriteriaList([_ProgressCallback(progress, max_new_tokens, prompt_length)])
             with torch.inference_mode():
-                output = model.generate(**inputs, generation_config=config, stopping_criteria=stopping)
+                if compile_decoding() and device.type == "cuda":
+                    output = fast_generate(model, inputs, max_new_tokens, generation_config=config,
+                                           stopping_criteria=stopping)
+                else:
+                    output = model.generate(**inputs, generation_config=config, stopping_criteria=stopping)
             text = processor.batch_decode(output[:, prompt_length:], skip_special_tokens=True,
                                           clean_up_tokenization_spaces=False)[0]
         log.debug("%s replied: %r", self.model_choice, text)

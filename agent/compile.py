@@ -133,11 +133,12 @@ def _add_record(graph: dict, step, tool: Tool, node_id: str, run_id: str, previo
 
 
 def export_api_workflow(plan: Plan, tools: Iterable[Tool], image_files: Mapping[str, str],
-                        filename_prefix: str = "agentic_edit/plan") -> dict:
+                        filename_prefix: str = "agentic_edit/plan",
+                        settings: Mapping[str, object] | None = None) -> dict:
     """The plan as a standalone API workflow: LoadImage nodes for the instruction's images
     (``image_files`` maps "image"/"reference"/... to file names in ComfyUI's input folder) and a
     SaveImage of the result. No record nodes: the workflow runs as an ordinary one."""
-    compiled = compile_plan(plan, tools)
+    compiled = compile_plan(plan, tools, settings=settings)
     loaders: dict[str, str] = {}
     graph: dict = {}
     for name in compiled.sources:

@@ -6,8 +6,8 @@ node after every step keeps its outputs in the run folder, and a trace node writ
 
 from __future__ import annotations
 
-import json
 import logging
+from pathlib import Path
 
 import folder_paths
 from comfy_api.latest import io
@@ -55,6 +55,31 @@ def make_plan(instruction: str, image_rgb, planner: str, base_url: str, model: s
         raise PlanningError(f"agent ({planner} planner): {declined.reason}") from None
 
 
+def export_plan_workflows(plan, settings: dict, folder, run_id: str, images: dict) -> None:
+    """Write the plan as ordinary workflows beside the trace: ``workflow_api.json`` (for /prompt)
+    and ``workflow.json`` (UI format, opens on the canvas). Their LoadImage nodes read copies of
+    this run's input images, saved into ComfyUI's input folder."""
+    import numpy as np
+    from PIL import Image
+
+    from ..agent.compile import export_api_workflow
+    from ..agent.trace import write_json_atomic
+    from ..agent.workflow_format import api_to_ui
+    from .object_info import definitions
+
+    files = {}
+    for name, tensor in images.items():
+        if tensor is None:
+            continue
+        files[name] = f"agentic_edit_{run_id}_{name}.png"
+        pixels = np.clip(np.rint(tensor[0, ..., :3].cpu().numpy() * 255), 0, 255).astype(np.uint8)
+        Image.fromarray(pixels).save(Path(folder_paths.get_input_directory()) / files[name])
+    api = export_api_workflow(plan, all_tools(), files, filename_prefix=f"agentic_edit/{run_id}/replay",
+                              settings=settings)
+    write_json_atomic(folder / "workflow_api.json", api)
+    write_json_atomic(folder / "workflow.json", api_to_ui(api, definitions(n["class_type"] for n in api.values())))
+
+
 class AgentPlanner(io.ComfyNode):
     TOOL = AGENT_EDIT
 
@@ -71,8 +96,9 @@ class AgentPlanner(io.ComfyNode):
         run_id = new_run_id("edit")
         folder = run_dir(folder_paths.get_output_directory(), run_id)
         write_plan(folder, instruction, plan.to_dict(), planner_name)
-        compiled = compile_plan(plan, all_tools(), run_id=run_id,
-                                settings={"grounding_model": grounding_model, "sam_model": sam_model})
+        settings = {"grounding_model": grounding_model, "sam_model": sam_model}
+        compiled = compile_plan(plan, all_tools(), run_id=run_id, settings=settings)
+        export_plan_workflows(plan, settings, folder, run_id, {"image": image, "reference": reference})
         sources = {"image": image, "reference": reference}
         graph = compiled.bind(lambda name: sources[name])
         expanded, (output, trace) = add_graph_prefix(graph, (compiled.output, ["trace", 0]),

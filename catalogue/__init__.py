@@ -11,7 +11,7 @@ import importlib
 from .spec import Arg, Out, Tool, NODE_PREFIX, CATEGORY_ROOT
 
 # Modules of this package that define tools; each exposes ``TOOLS: tuple[Tool, ...]``.
-_FAMILIES = ("boxes", "text", "masks", "edit", "grounding", "segment", "prompts", "agent", "trace")
+_FAMILIES = ("boxes", "text", "masks", "edit", "grounding", "segment", "prompts", "inpaint", "agent", "trace")
 
 
 def all_tools() -> list[Tool]:

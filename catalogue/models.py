@@ -15,3 +15,13 @@ def model_choices(engine_module: str, family: str) -> Callable[[], list[str]]:
         return available_choices(family)
 
     return choices
+
+
+def engine_choices(engine_module: str, function: str) -> Callable[[], list[str]]:
+    """Choices computed by an engine's own function (e.g. only the inpainting checkpoints)."""
+
+    def choices() -> list[str]:
+        module = importlib.import_module(f"..engines.{engine_module}", __package__)
+        return list(getattr(module, function)())
+
+    return choices

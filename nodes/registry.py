@@ -10,7 +10,7 @@ from comfy_api.latest import ComfyExtension, io
 log = logging.getLogger(__name__)
 
 # Node modules of this package; each exposes ``NODES: list[type[io.ComfyNode]]``.
-NODE_MODULES = ("boxes", "text", "masks", "edit", "grounding", "segment", "prompts", "agent", "trace")
+NODE_MODULES = ("boxes", "text", "masks", "edit", "grounding", "segment", "prompts", "inpaint", "agent", "trace")
 
 
 def node_classes() -> list[type[io.ComfyNode]]:

@@ -133,6 +133,8 @@ class ComfyServer:
         env.setdefault("PYTHONPYCACHEPREFIX", str(Path.home() / ".cache" / "agentic-edit" / "pycache"))
         env["HF_HUB_OFFLINE"] = "1"
         env["PYTHONUNBUFFERED"] = "1"
+        # Tiny test models: one thread beats two contending ones on a small CI machine.
+        env.setdefault("OMP_NUM_THREADS", "1")
         self._log = open(self.log_path, "wb")
         self.process = subprocess.Popen(cmd, cwd=self.root, stdout=self._log, stderr=subprocess.STDOUT,
                                         env=env, start_new_session=True)

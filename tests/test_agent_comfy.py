@@ -89,3 +89,26 @@ def test_openai_planner_repairs_an_invalid_plan(comfy_server, openai_stub):
     assert first.json["response_format"]["type"] == "json_schema"
     assert "KSampler" in second.text() and "place_region" in second.text()  # the problems went back to the model
     assert first.image_urls(), "the image was sent to the planner"
+
+
+def test_remove_the_cat_and_write_hello_runs_every_step_as_one_prompt(comfy_server):
+    result = comfy_server.run(agent_prompt("remove the cat and write 'HELLO' at the top"))
+    assert result.history["status"]["status_str"] == "success"
+    run = newest_run(comfy_server)
+    trace = json.loads((run / "trace.json").read_text())
+    tools = [s["tool"] for s in trace["steps"]]
+    assert tools == ["segment_by_text", "remove_object", "place_region", "draw_text"]
+    assert all(s["status"] == "done" for s in trace["steps"])
+    # every expanded step ran as its own node in the one queued prompt
+    executed = result.executed_nodes()
+    for step in ("s1", "s2", "s3", "s4"):
+        assert any(n.startswith("2.") and n.endswith(step) for n in executed), (step, executed)
+    # intermediates on disk: the cat's mask, the image without it, the final image with the text
+    assert (run / "s1_mask.png").is_file() and (run / "s2_image.png").is_file() and (run / "s4_image.png").is_file()
+    mask = np.asarray(Image.open(run / "s1_mask.png"))
+    assert mask.max() == 255, "the cat was found and masked"
+    source = np.asarray(Image.open(comfy_server.input_dir / "agentic_edit_sample.png").convert("RGB")).astype(int)
+    removed = np.asarray(Image.open(run / "s2_image.png").convert("RGB")).astype(int)
+    replaced = np.asarray(Image.open(run / "s2_mask.png")) > 0  # where the removal pasted new pixels
+    assert replaced.any() and (removed != source).any(axis=-1)[replaced].any()
+    # (pixels outside the pasted mask stay bit-identical: tests/test_inpaint_engine.py, on real photos)

@@ -38,7 +38,7 @@ def test_ground_node_runs_and_feeds_core_shaped_boxes_downstream(comfy_server):
 def test_nothing_found_stops_with_a_clear_message_or_boxes_flow(comfy_server):
     # The tiny model's greedy answer is fixed; with random weights it names no box.
     with pytest.raises(PromptFailed, match="nothing matching 'the cat' was found"):
-        comfy_server.run(_prompt("error", model="VisionReasoner-7B"))
+        comfy_server.run(_prompt("error"))
 
 
 def test_missing_model_names_the_folder(comfy_server):

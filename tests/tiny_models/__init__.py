@@ -44,6 +44,9 @@ def all_models() -> list[TinyModel]:
 def _source_hash(model: TinyModel) -> str:
     module = importlib.import_module(model.build.__module__)
     digest = hashlib.sha256(Path(module.__file__).read_bytes())
+    # Modules a builder runs besides its own (``BUILD_HELPERS``, e.g. a training loop) are its source too.
+    for helper in getattr(module, "BUILD_HELPERS", ()):
+        digest.update(Path(importlib.import_module(helper, __name__).__file__).read_bytes())
     digest.update(model.name.encode())
     return digest.hexdigest()[:16]
 

@@ -1,4 +1,4 @@
-"""Tiny random-weight Qwen2.5-VL checkpoints (``Qwen2_5_VLForConditionalGeneration`` + processor).
+"""Tiny Qwen2.5-VL checkpoints (``Qwen2_5_VLForConditionalGeneration`` + processor).
 
 The real architecture with every width shrunk (recipe: shared/research/engines.md section 10): a
 2-layer text model of width 32 with multimodal RoPE, a 2-block vision tower (patch 14, merge 2,
@@ -10,8 +10,14 @@ processor requires even for still images.
 
 Saved with ``save_pretrained`` into ``<root>/LLM/<name>/`` (``config.json``,
 ``model.safetensors``, ``generation_config.json``, tokenizer and processor files), the layout of
-the official ``Qwen/Qwen2.5-VL-*-Instruct`` repositories. Written under the real names the saved
-workflows use; random weights write garbage text, which the engine must survive.
+the official ``Qwen/Qwen2.5-VL-*-Instruct`` repositories, under the real names the saved workflows
+use:
+
+* ``Qwen2.5-VL-7B-Instruct``: random weights; its greedy answers are garbage that names no box,
+  which the engine must survive ("nothing found").
+* ``VisionReasoner-7B``: text width 64, trained at build time (``_train_grounding.py``, 250 AdamW
+  steps on one CPU thread) to answer every VisionReasoner request with one box over the middle half
+  of the image and its centre, so that workflows downstream of grounding have something to work on.
 """
 
 from __future__ import annotations
@@ -49,6 +55,14 @@ CHAT_TEMPLATE = (
 MIN_PIXELS = 4 * 28 * 28
 MAX_PIXELS = 64 * 28 * 28
 
+# Width 32 does not memorise the 107-token answer (loss stalls near 0.1); 64 does.
+ANSWERING_WIDTH = 64
+# The least lead of every answer token over the runner-up, on unseen inputs, for the checkpoint
+# to be written (trained: about 3 to 5).
+ANSWER_MARGIN = 1.0
+# The training loop is part of this builder's source: the stamp hashes it too (tests/tiny_models/__init__.py).
+BUILD_HELPERS = ("._train_grounding",)
+
 
 def build_tokenizer():
     """A byte-level BPE tokenizer over the 256-byte alphabet (no merges) plus the special tokens."""
@@ -79,19 +93,22 @@ def build_processor(tokenizer=None):
                                video_processor=video_processor, chat_template=CHAT_TEMPLATE)
 
 
-def tiny_config(tokenizer):
+def tiny_config(tokenizer, width: int = 32):
+    """The real architecture shrunk: a 2-layer text model ``width`` wide (4 query heads, 2 KV
+    heads), a 2-block vision tower whose merger projects to the text width."""
     from transformers import Qwen2_5_VLConfig
 
     ids = {token: tokenizer.convert_tokens_to_ids(token) for token in SPECIAL_TOKENS}
+    half_head = width // 4 // 2
     text = dict(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        vocab_size=len(tokenizer), hidden_size=width, intermediate_size=2 * width, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
-        # mrope sections (temporal, height, width) sum to head_dim / 2 = 32 / 4 / 2 = 4
-        rope_scaling={"type": "mrope", "mrope_section": [1, 1, 2]},
+        # mrope sections (temporal, height, width) sum to head_dim / 2 (width 32: [1, 1, 2])
+        rope_scaling={"type": "mrope", "mrope_section": [half_head // 4, half_head // 4, half_head // 2]},
         bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"],
     )
     vision = dict(
-        depth=2, hidden_size=32, intermediate_size=64, num_heads=4, out_hidden_size=32, patch_size=14,
+        depth=2, hidden_size=32, intermediate_size=64, num_heads=4, out_hidden_size=width, patch_size=14,
         spatial_merge_size=2, temporal_patch_size=2, window_size=112, fullatt_block_indexes=[1],
     )
     return Qwen2_5_VLConfig(
@@ -101,35 +118,70 @@ def tiny_config(tokenizer):
     )
 
 
-def build_tiny_qwen2_5_vl(target: Path, seed: int = 0) -> None:
-    """Write a tiny random Qwen2.5-VL model and its processor as a ``save_pretrained`` folder."""
+def tiny_qwen2_5_vl(seed: int = 0, width: int = 32):
+    """A tiny random Qwen2.5-VL model (eval mode) and its processor."""
     import torch
     from transformers import GenerationConfig, Qwen2_5_VLForConditionalGeneration
 
     processor = build_processor()
     tokenizer = processor.tokenizer
     torch.manual_seed(seed)
-    model = Qwen2_5_VLForConditionalGeneration(tiny_config(tokenizer)).eval()
+    model = Qwen2_5_VLForConditionalGeneration(tiny_config(tokenizer, width)).eval()
     model.generation_config = GenerationConfig(
         bos_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"),
         eos_token_id=[tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.convert_tokens_to_ids("<|endoftext|>")],
         pad_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"),
     )
+    return model, processor
+
+
+def save(model, processor, target: Path) -> None:
     model.save_pretrained(target, safe_serialization=True)
     processor.save_pretrained(target)
+
+
+def build_tiny_qwen2_5_vl(target: Path, seed: int = 0) -> None:
+    """Write a tiny random Qwen2.5-VL model and its processor as a ``save_pretrained`` folder."""
+    save(*tiny_qwen2_5_vl(seed), target)
+
+
+def build_answering_vision_reasoner(target: Path, seed: int = 1) -> None:
+    """Write a tiny Qwen2.5-VL trained to answer every VisionReasoner request with the middle half
+    of the image (``_train_grounding.py``), after checking on images and queries it never saw that
+    greedy decoding writes exactly that answer."""
+    import numpy as np
+
+    from ._train_grounding import ANSWER, answer_margin, train_to_answer
+
+    model, processor = tiny_qwen2_5_vl(seed, width=ANSWERING_WIDTH)
+    losses = train_to_answer(model, processor)
+    from skimage import data
+
+    rng = np.random.default_rng(seed)
+    unseen = ((data.coffee(), "the cup"),
+              (np.full((120, 40, 3), 0.5, np.float32), "It?"),
+              (rng.random((33, 77, 3), dtype=np.float32),
+               "the word written on the sign above the door of the old shop, left of the bicycle"))
+    for image, query in unseen:
+        margin = answer_margin(model, processor, image, query)
+        if margin < ANSWER_MARGIN:
+            height, width = image.shape[:2]
+            raise RuntimeError(f"the tiny VisionReasoner did not learn its answer {ANSWER!r}: on an unseen "
+                               f"{width}x{height} image and {query!r} its least logit lead is {margin:.2f} "
+                               f"(below {ANSWER_MARGIN}; final training loss {losses[-1]:.4f})")
+    save(model, processor, target)
 
 
 def _build_qwen(target: Path) -> None:
     build_tiny_qwen2_5_vl(target, seed=0)
 
 
-def _build_vision_reasoner(target: Path) -> None:
-    build_tiny_qwen2_5_vl(target, seed=1)
-
 
 MODELS = [
     TinyModel(name="Qwen2.5-VL-7B-Instruct", folder="LLM", build=_build_qwen,
-              description="tiny random Qwen2.5-VL (transformers layout) under the 7B Instruct model's name"),
-    TinyModel(name="VisionReasoner-7B", folder="LLM", build=_build_vision_reasoner,
-              description="tiny random Qwen2.5-VL under VisionReasoner-7B's name (same architecture)"),
+              description="tiny random Qwen2.5-VL (transformers layout) under the 7B Instruct model's name; "
+                          "its greedy answers name no box"),
+    TinyModel(name="VisionReasoner-7B", folder="LLM", build=build_answering_vision_reasoner,
+              description="tiny Qwen2.5-VL under VisionReasoner-7B's name, trained to answer every request "
+                          "with one box over the middle half of the image (and its centre)"),
 ]

@@ -6,6 +6,8 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+# Every model in the suite is tiny: one thread per process beats threads contending for 2 cores.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from tests.pack import import_pack  # noqa: E402
 

@@ -52,25 +52,46 @@ def _source_hash(model: TinyModel) -> str:
 
 
 def ensure_models(root: Path, only: list[str] | None = None) -> dict[str, Path]:
-    """Build every tiny model (or those named in ``only``) under ``root``; return name -> path."""
+    """Build every tiny model (or those named in ``only``) under ``root``; return name -> path.
+
+    Test sessions running at once share the cache: a file lock makes them take turns, and each
+    model is built beside its target and moved into place, so nobody reads half a checkpoint."""
+    import fcntl
+
     root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
     built: dict[str, Path] = {}
-    for model in all_models():
-        if only and model.name not in only:
-            continue
-        target = root / model.folder / model.name
-        stamp = root / ".stamps" / f"{model.folder}__{model.name.replace('/', '__')}.json"
-        wanted = _source_hash(model)
-        if target.exists() and stamp.exists() and json.loads(stamp.read_text()).get("hash") == wanted:
-            built[model.name] = target
-            continue
-        if target.is_dir():
-            shutil.rmtree(target)
-        elif target.exists():
-            target.unlink()
-        target.parent.mkdir(parents=True, exist_ok=True)
-        model.build(target)
-        stamp.parent.mkdir(parents=True, exist_ok=True)
-        stamp.write_text(json.dumps({"hash": wanted}))
-        built[model.name] = target
+    with open(root / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        for model in all_models():
+            if only and model.name not in only:
+                continue
+            built[model.name] = _ensure_one(root, model)
     return built
+
+
+def _ensure_one(root: Path, model: TinyModel) -> Path:
+    target = root / model.folder / model.name
+    stamp = root / ".stamps" / f"{model.folder}__{model.name.replace('/', '__')}.json"
+    wanted = _source_hash(model)
+    if target.exists() and stamp.exists() and json.loads(stamp.read_text()).get("hash") == wanted:
+        return target
+    # Built under its own name (builders may look at the suffix) in a hidden folder, then moved.
+    workdir = target.parent / f".building.{target.name}"
+    _remove(workdir)
+    workdir.mkdir(parents=True)
+    staging = workdir / target.name
+    model.build(staging)
+    _remove(target)
+    staging.rename(target)
+    _remove(workdir)
+    stamp.parent.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(json.dumps({"hash": wanted}))
+    return target
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()

@@ -17,8 +17,11 @@ import torch
 
 from agentic_edit.engines import mask_ops
 from agentic_edit.engines.geometry import Box, Point
-from agentic_edit.engines.sam2_backends import Sam2LoadError, TransformersSam2, load_meta_sam2, meta_config_for
-from agentic_edit.engines.segment import (DEFAULT_MODEL, Refinement, SegmentEngine, SegmentInputError,
+from agentic_edit.engines import sam2_backends
+from agentic_edit.engines.imaging import to_rgb_array
+from agentic_edit.engines.sam2_backends import (LastImage, Sam2LoadError, TransformersSam2, load_meta_sam2,
+                                                meta_config_for)
+from agentic_edit.engines.segment import (DEFAULT_MODEL, Refinement, SegmentEngine, SegmentInputError, _rgb_pixels,
                                           SegmentObject, prepare_objects, segment, segment_with, wants_multimask)
 from agentic_edit.models import ModelNotFoundError, available_choices, free, resolve
 from tests.tiny_models import ensure_models
@@ -215,6 +218,109 @@ def test_the_image_is_encoded_once_for_repeated_prompts(engine, image, monkeypat
     other[0, 0, 0] = 1.0 - other[0, 0, 0]  # one changed pixel is another image
     engine.segment(other, boxes=[BOX_A])
     assert len(calls) == 2
+
+
+def _count_encodes(engine, monkeypatch) -> list:
+    """Empty the engine's embedding cache and count image encodings from here on."""
+    calls = []
+    with engine._handle.use() as backend:
+        backend.clear_embedding_cache()
+        encode = backend.model.get_image_embeddings
+        monkeypatch.setattr(backend.model, "get_image_embeddings", lambda *a, **k: calls.append(1) or encode(*a, **k))
+    return calls
+
+
+def test_the_cache_key_is_every_pixel_not_a_sample(engine, image, monkeypatch):
+    """The quick check compares a grid of pixels (every 2nd row and 3rd column here); a pixel between
+    grid points, or a change made in place to the very array segmented before, is another image."""
+    calls = _count_encodes(engine, monkeypatch)
+    pixels = image.copy()
+    engine.segment(pixels, boxes=[BOX_A])
+    engine.segment(pixels.copy(), boxes=[BOX_B])  # the same pixels in another array: the cache serves
+    assert len(calls) == 1
+    # One value one step (ulp) up, off the grid, in place: the same array object, nearly the same image.
+    pixels[1, 1, 0] = np.nextafter(pixels[1, 1, 0], np.float32(2))
+    engine.segment(pixels, boxes=[BOX_A])
+    assert len(calls) == 2
+
+
+def test_last_image_turns_others_away_on_the_grid_and_compares_the_rest_in_full():
+    rng = np.random.default_rng(0)
+    where = ("cpu", "torch.float32")
+    for height, width in ((300, 400), (1024, 1100)):  # compared in the caller's thread, then in the worker
+        pixels = rng.random((height, width, 3), dtype=np.float32)
+        last = LastImage()
+        assert last.check(pixels, *where) is None
+        last.remember(pixels, *where)
+        same = pixels.copy()
+        pixels[5, 5] = 0.0  # the key is a copy: changing the array remembered does not change the key
+        assert last.matches(same, *where) and last.check(same, *where).result() is True
+        assert not last.matches(pixels, *where)
+        assert last.check(same, "cuda:0", "torch.float32") is None  # same pixels, embedding elsewhere
+        assert last.check(same[:-1], *where) is None
+        on_grid, off_grid = same.copy(), same.copy()
+        on_grid[0, 0, 1] += 0.5
+        off_grid[height // 2 + 1, width // 2 + 1, 2] += 0.5  # between grid points (steps of 4+ pixels)
+        assert last.check(on_grid, *where) is None
+        assert last.may_match(off_grid, *where)
+        assert not last.matches(off_grid, *where) and last.check(off_grid, *where).result() is False
+        last.forget()
+        assert not last.may_match(same, *where)
+
+
+def test_an_image_equal_only_on_the_grid_gets_its_own_masks(engine, image):
+    """After the quick check passes, the engine decodes with the kept embedding while the full
+    comparison runs; when the pixels differ that guess is dropped and the new image is encoded."""
+    other = np.random.default_rng(11).random(image.shape, dtype=np.float32)
+    grid = (slice(None, None, HEIGHT // 64), slice(None, None, WIDTH // 64))
+    other[grid] = image[grid]
+    probe = LastImage()
+    probe.remember(image)
+    assert probe.may_match(other) and not probe.matches(other)  # the case this test is about
+
+    prompts = dict(boxes=[BOX_A, BOX_B], points=[Point(150, 120)])
+    first = engine.segment(image, **prompts)
+    after_the_guess = engine.segment(other, **prompts)
+    again = engine.segment(other, **prompts)  # from the cache: the embedding encoded for `other`
+    for x, y in zip(after_the_guess.masks, again.masks):
+        np.testing.assert_array_equal(x, y)
+    assert after_the_guess.scores == again.scores
+    # Had the guess (or the first image's embedding) been kept, both would repeat the first image's.
+    assert first.scores != after_the_guess.scores
+
+
+def test_masks_upscaled_in_chunks_equal_those_upscaled_together(engine, image, monkeypatch):
+    boxes = [BOX_A, BOX_B, BOX_C, Box(0, 0, WIDTH, HEIGHT), Box(30, 100, 90, 170)]
+    together = engine.segment(image, boxes=boxes)
+    monkeypatch.setattr(sam2_backends, "MASK_BATCH_PIXELS", 2 * HEIGHT * WIDTH)  # two objects a call
+    chunked = engine.segment(image, boxes=boxes)
+    for x, y in zip(together.masks, chunked.masks):
+        np.testing.assert_array_equal(x, y)
+    assert together.scores == chunked.scores
+
+
+def test_a_ready_float_image_is_used_as_is_and_anything_else_converted():
+    """``segment_with`` skips ``to_rgb_array`` (a copy, a NaN check and a clip) only for float32 RGB
+    already in 0..1, where it would change nothing."""
+    ready = np.random.default_rng(5).random((37, 53, 3), dtype=np.float32)
+    ready[0, 0] = (0.0, 1.0, 0.5)  # both ends of the range
+    assert _rgb_pixels(ready) is ready
+    others = {
+        "above one": ready * np.float32(1.5), "negative": ready - np.float32(0.25),
+        "minus zero": np.where(ready > 0.5, ready, np.float32(-0.0)), "float64": ready.astype(np.float64),
+        "uint8": (ready * 255).astype(np.uint8), "not contiguous": ready[:, ::-1],
+        "rgba": np.concatenate([ready, np.full_like(ready[..., :1], 0.5)], axis=-1), "grey": ready[..., 0],
+    }
+    for name, value in others.items():
+        converted = _rgb_pixels(value)
+        assert converted is not value, name
+        assert converted.dtype == np.float32 and converted.shape == ready.shape, name
+        np.testing.assert_array_equal(converted, to_rgb_array(value), err_msg=name)
+    for bad in (np.nan, np.inf):
+        spoiled = ready.copy()
+        spoiled[3, 4, 1] = bad
+        with pytest.raises(ValueError, match="NaN or infinite"):
+            _rgb_pixels(spoiled)
 
 
 def test_vision_reasoner_objects_equal_the_same_box_and_point(engine, image):

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
 from ...catalogue.spec import Arg, Tool
-from ..plan import MAX_STEPS, Plan, PlanError, Step, agent_tools, validate
+from ..plan import MAX_STEPS, SESSION_PREFIX, Plan, PlanError, Step, agent_tools, validate
 from .base import ImageInfo, Planner, PlannerDeclined
 from .offline_rules import Grammar, Intent
 
@@ -63,12 +63,16 @@ class Link:
 
 
 class _Builder:
-    """Appends steps, finding each tool's arguments by role; ``image`` is the image edited so far."""
+    """Appends steps, finding each tool's arguments by role; ``image`` is the image edited so far.
+    ``history`` is session memory: targets written ``session:<region>`` use the region's stored mask."""
 
-    def __init__(self, tools: Mapping[str, Tool], references: int):
+    def __init__(self, tools: Mapping[str, Tool], references: int, history: Mapping[str, Any] | None = None):
         self.tools, self.references = tools, references
         self.steps: list[Step] = []
         self.image = "image"
+        history = history or {}
+        self.regions = {r["name"]: r for r in history.get("regions", [])}
+        self.session_references = [r["name"] for r in history.get("references", [])]  # newest first
 
     def need(self, name: str) -> Tool:
         tool = self.tools.get(name)
@@ -107,10 +111,30 @@ class _Builder:
         return step_id
 
     def mask_of(self, target: str) -> str:
-        """Segments ``target`` in the current image; returns the mask reference."""
+        """Segments ``target`` in the current image; returns the mask reference (a remembered region's
+        own mask when ``target`` is one)."""
+        if target.startswith(SESSION_PREFIX):
+            return target
         self.need("segment_by_text")
         step = self.add("segment_by_text", {"query": target}, {"image": self.image}, required=["query"])
         return f"{step}.{_output(self.tools['segment_by_text'], 'mask')}"
+
+    def boxes_of(self, target: str) -> str:
+        """Finds ``target`` in the current image; returns the boxes reference (a remembered region's box)."""
+        if target.startswith(SESSION_PREFIX):
+            region = self.regions[target[len(SESSION_PREFIX):]]
+            if not region.get("boxes"):
+                raise PlannerDeclined(f"the remembered {region['label']!r} has no box to write in or draw")
+            return SESSION_PREFIX + region["boxes"]
+        self.need("ground")
+        finder = self.add("ground", {"query": target}, {"image": self.image}, required=["query"])
+        return f"{finder}.{_output(self.tools['ground'], 'boxes')}"
+
+    def words(self, target: str) -> str:
+        """What a target is called in a prompt ("glass" for ``session:glass``)."""
+        if target.startswith(SESSION_PREFIX):
+            return self.regions[target[len(SESSION_PREFIX):]]["label"]
+        return target
 
     def edited(self, step_id: str) -> None:
         """The step's image becomes the image the next clause edits."""
@@ -118,6 +142,8 @@ class _Builder:
         self.image = f"{step_id}.{_output(self.tools[step.tool], 'image')}"
 
     def reference(self, number: int, purpose: str) -> str:
+        if self.references < 1 and self.session_references:
+            return SESSION_PREFIX + self.session_references[0]  # "the same shirt": the last one given
         if self.references < 1:
             raise PlannerDeclined(f"{purpose} needs a reference image; attach one with the instruction")
         if number > self.references:
@@ -191,11 +217,19 @@ class OfflinePlanner(Planner):
 
     def plan(self, instruction: str, image_info: ImageInfo | None = None, references: int = 0,
              history: Mapping[str, Any] | None = None) -> Plan:
-        """``image_info`` and ``history`` are not used: the rules read only the words."""
+        """The rules read only the words (``image_info`` is not used). With ``history`` (session
+        memory, ``agent/session/memory.py``), "it", "the same one" and the names of remembered regions
+        use the regions' stored masks and boxes (``session:<region>``), and a garment or reference
+        given in an earlier turn is used again when none comes with this one."""
         if not isinstance(instruction, str):
             raise PlannerDeclined("the instruction must be text")
-        intents = Grammar(references).parse(instruction)
-        build = _Builder(self.tools, references)
+        recall = None
+        if history:
+            from ..session.memory import recall as memory_recall
+
+            recall = memory_recall(history)
+        intents = Grammar(references, recall).parse(instruction)
+        build = _Builder(self.tools, references, history)
         for intent in intents:
             getattr(self, f"_{intent.form}")(build, intent)
         notes = "offline rules: " + "; then ".join(f"{i.form} ({i.clause})" for i in intents)
@@ -203,7 +237,8 @@ class OfflinePlanner(Planner):
             raise PlannerDeclined(f"this instruction needs {len(build.steps)} steps; a plan may have at most "
                                   f"{MAX_STEPS}: split it into several turns")
         try:
-            return validate(Plan(build.steps, instruction, notes), self.catalogue, references=references)
+            return validate(Plan(build.steps, instruction, notes), self.catalogue, references=references,
+                            session=history.get("artifacts", {}) if history else None)
         except PlanError as exc:
             log.warning("offline plan for %r failed validation: %s", instruction, exc)
             raise PlannerDeclined("the installed tools do not fit the offline planner's plan: "
@@ -220,7 +255,7 @@ class OfflinePlanner(Planner):
         if self.prompt_writer and "write_prompts" in self.tools:
             return self._edit(build, intent)
         mask = build.mask_of(intent.target)
-        values = {"prompt": intent.value, "negative_prompt": intent.target}
+        values = {"prompt": intent.value, "negative_prompt": build.words(intent.target)}
         build.edited(build.add("inpaint", values, {"image": build.image, "mask": mask}, required=["prompt"]))
 
     def _edit(self, build: _Builder, intent: Intent) -> None:
@@ -247,9 +282,7 @@ class OfflinePlanner(Planner):
     def _write(self, build: _Builder, intent: Intent) -> None:
         build.need("draw_text")
         if intent.target:
-            build.need("ground")
-            finder = build.add("ground", {"query": intent.target}, {"image": build.image}, required=["query"])
-            boxes = f"{finder}.{_output(self.tools['ground'], 'boxes')}"
+            boxes = build.boxes_of(intent.target)
         else:
             build.need("place_region")
             region = build.add("place_region", {"position": intent.position}, {"image": build.image},
@@ -262,9 +295,7 @@ class OfflinePlanner(Planner):
 
     def _highlight(self, build: _Builder, intent: Intent) -> None:
         build.need("render_boxes")
-        build.need("ground")
-        finder = build.add("ground", {"query": intent.target}, {"image": build.image}, required=["query"])
-        boxes = f"{finder}.{_output(self.tools['ground'], 'boxes')}"
+        boxes = build.boxes_of(intent.target)
         build.edited(build.add("render_boxes", {}, {"image": build.image, "boxes": boxes}))
 
     def _insert(self, build: _Builder, intent: Intent) -> None:

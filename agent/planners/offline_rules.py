@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Callable
 
 from .base import PlannerDeclined
 
@@ -94,7 +95,7 @@ _WHOLE_IMAGE = {"image", "photo", "picture", "pic", "whole image", "whole photo"
                 "scene", "whole scene", "shot"}
 POSITIONS = ("top", "bottom", "left", "right", "center", "top left", "top right", "bottom left", "bottom right")
 _POSITION_WORDS = {"upper": "top", "lower": "bottom", "centre": "center", "middle": "center"}
-_DEMONSTRATIVE_REF = r"(?:this|that|the|my|these)"
+_DEMONSTRATIVE_REF = r"(?:this|that|the|my|these)(?:\s+same)?"  # "the same shirt": session memory
 
 
 def normalise(text: str) -> str:
@@ -136,11 +137,13 @@ def _clean_clause(clause: str) -> str:
 class Grammar:
     """Parses one instruction; ``quoted`` holds its quoted strings (placeholders refer to them)."""
 
-    def __init__(self, references: int):
+    def __init__(self, references: int, recall: Callable[[str], str | None] | None = None):
         self.references = references
         self.quoted: list[str] = []
         self.reference_uses = 0
         self.last_target = ""
+        # Session memory (agent/session/memory.recall): "it" / "the glass" -> "session:<region>", or None.
+        self.recall = recall
 
     def parse(self, instruction: str) -> list[Intent]:
         if len(instruction) > MAX_INSTRUCTION_CHARS:
@@ -182,10 +185,15 @@ class Grammar:
                         phrase, flags=re.IGNORECASE)
         phrase = re.sub(r"^(?:all\s+(?:of\s+)?)?(?:the|a|an|this|that|these|those)\s+", "", phrase, flags=re.IGNORECASE)
         phrase = phrase.strip(" .,!?;:")
-        if phrase.lower() in ("it", "them", "that", "this", "one", "him", "her"):
-            if not self.last_target:
+        if phrase.lower() in ("it", "them", "that", "this", "one", "him", "her", "same", "same one", "same thing"):
+            remembered = self.recall(phrase) if self.recall and not self.last_target else None
+            if not self.last_target and not remembered:
                 raise PlannerDeclined(f"say which object {phrase!r} is, e.g. 'remove the cup'")
-            return self.last_target
+            return self.last_target or remembered
+        phrase = re.sub(r"^same\s+", "", phrase, flags=re.IGNORECASE)  # "the same hat": the hat
+        remembered = self.recall(phrase) if self.recall and phrase and phrase.lower() not in _WHOLE_IMAGE else None
+        if remembered:
+            return remembered
         if phrase.lower() in _WHOLE_IMAGE:
             raise PlannerDeclined("edits of the whole image (style, size, lighting) are outside the offline planner's "
                                   f"forms, which edit named objects: {FORMS_TEXT}. For other edits, use an LLM planner")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from agentic_edit.engines.crop_stitch import (CropBox, CropPlan, CropStitchInputError, crop_for_model, ensure_min_size,
                                               expand_box, expand_to_aspect, margin_pixels, mask_bounds,
@@ -126,6 +127,54 @@ def test_outward_feather_keeps_the_mask_and_adds_a_rim_that_ends_at_the_radius()
     assert np.array_equal(outward_feather(mask, 0), mask)
     with pytest.raises(CropStitchInputError, match="feather"):
         outward_feather(mask, -1)
+
+
+def whole_image_outward_feather(mask, radius):
+    """Reference: the whole-image distance transform outward_feather used before it was windowed."""
+    solid = mask >= 0.5
+    if radius == 0 or not solid.any():
+        return mask.copy()
+    t = np.clip(1.0 - ndimage.distance_transform_edt(~solid) / radius, 0.0, 1.0)
+    return np.maximum(mask, (t * t * (3.0 - 2.0 * t)).astype(np.float32))
+
+
+def test_outward_feather_is_bit_identical_to_the_whole_image_transform():
+    rng = np.random.default_rng(3)
+    for shape in ((41, 67), (70, 33), (1, 25), (19, 1)):
+        height, width = shape
+        masks = []
+        for _ in range(6):
+            mask = np.zeros(shape, np.float32)
+            for _ in range(rng.integers(1, 4)):
+                top, left = rng.integers(0, height), rng.integers(0, width)
+                mask[top:top + rng.integers(1, height + 1), left:left + rng.integers(1, width + 1)] = rng.random()
+            mask[rng.random(shape) < 0.03] = rng.random()  # soft speckles outside the window stay as they are
+            masks.append(mask)
+        corners = np.zeros(shape, np.float32)
+        corners[0, 0] = corners[-1, -1] = 1.0  # a rim that runs into the border
+        negative = rng.random(shape).astype(np.float32) * 1.4 - 0.2  # out-of-range values: max(mask, 0) as before
+        masks += [corners, negative, np.zeros(shape, np.float32), np.ones(shape, np.float32),
+                  np.full(shape, 0.3, np.float32)]
+        for i, mask in enumerate(masks):
+            for radius in (0.5, 1, 2.5, 8, 60):
+                assert np.array_equal(outward_feather(mask, radius), whole_image_outward_feather(mask, radius)), \
+                    f"{shape} mask {i} radius {radius}"
+
+
+def test_outward_feather_runs_the_distance_transform_on_the_padded_window_only(monkeypatch):
+    shapes = []
+    real = ndimage.distance_transform_edt
+
+    def spy(binary, *args, **kwargs):
+        shapes.append(binary.shape)
+        return real(binary, *args, **kwargs)
+
+    monkeypatch.setattr(ndimage, "distance_transform_edt", spy)
+    outward_feather(rect_mask(300, 400, 100, 200, 120, 230), 8)
+    outward_feather(rect_mask(300, 400, 290, 0, 300, 5), 7.2)  # bottom-left corner: the window is cut there
+    with pytest.raises(CropStitchInputError, match="mask"):
+        outward_feather(np.ones((2, 3, 4), np.float32), 4)
+    assert shapes == [(20 + 2 * 10, 30 + 2 * 10), (10 + 10, 5 + 10)]
 
 
 # ---- crop, resize, paste --------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from agentic_edit.engines.colors import ColorInputError, color_to_unit
 
@@ -76,6 +77,81 @@ def test_morphology_thresholds_soft_masks_at_one_half():
     assert grown[3, 3] == 0.0 and grown.sum() == 13  # only the 0.6 pixel counts as "in"
     # A zero radius leaves a soft mask as it is.
     np.testing.assert_array_equal(mask_ops.grow(mask, 0), mask)
+
+
+# grow and shrink run the distance transform on a window around the mask only; these pin the result
+# to the whole-image transform bit for bit, on the cases where a window could go wrong.
+
+def whole_image_grow(mask, r):
+    """Reference: the whole-image distance transform grow used before it was windowed."""
+    binary = np.clip(mask, 0, 1) >= 0.5
+    if not binary.any():
+        return binary.astype(np.float32)
+    return (ndimage.distance_transform_edt(~binary) <= r).astype(np.float32)
+
+
+def whole_image_shrink(mask, r):
+    binary = np.clip(mask, 0, 1) >= 0.5
+    if binary.all():
+        return binary.astype(np.float32)
+    return (ndimage.distance_transform_edt(binary) > r).astype(np.float32)
+
+
+def random_masks(seed=0):
+    """Soft random blobs of several sizes, some touching one or more borders, plus the edge cases."""
+    rng = np.random.default_rng(seed)
+    masks = []
+    for shape in ((37, 53), (64, 29), (1, 17), (23, 1)):
+        height, width = shape
+        for _ in range(6):
+            mask = np.zeros(shape, np.float32)
+            for _ in range(rng.integers(1, 4)):
+                top, left = rng.integers(0, height), rng.integers(0, width)
+                mask[top:top + rng.integers(1, height + 1), left:left + rng.integers(1, width + 1)] = rng.random()
+            mask[rng.random(shape) < 0.03] = rng.random()  # soft speckles, some below 0.5
+            masks.append(mask)
+        edges = np.zeros(shape, np.float32)
+        edges[0, 0] = edges[-1, -1] = 1.0  # corners: the window is cut by the border on two sides
+        holes = np.ones(shape, np.float32)
+        holes[height // 2, width // 2] = 0.0  # touches every border, one hole: shrink's window is the image
+        masks += [edges, holes, np.zeros(shape, np.float32), np.ones(shape, np.float32),
+                  np.full(shape, 0.49, np.float32), np.full(shape, 0.5, np.float32)]
+    return masks
+
+
+@pytest.mark.parametrize("r", [0.5, 1, 1.5, 2, 3.7, 6, 40])
+def test_grow_and_shrink_are_bit_identical_to_the_whole_image_transform(r):
+    for i, mask in enumerate(random_masks()):
+        assert np.array_equal(mask_ops.grow(mask, r), whole_image_grow(mask, r)), f"grow, mask {i}"
+        assert np.array_equal(mask_ops.shrink(mask, r), whole_image_shrink(mask, r)), f"shrink, mask {i}"
+        assert np.array_equal(mask_ops.grow(mask, -r), whole_image_shrink(mask, r)), f"grow(-r), mask {i}"
+
+
+def test_grow_and_shrink_run_the_distance_transform_on_the_padded_window_only(monkeypatch):
+    shapes = []
+    real = ndimage.distance_transform_edt
+
+    def spy(binary, *args, **kwargs):
+        shapes.append(binary.shape)
+        return real(binary, *args, **kwargs)
+
+    monkeypatch.setattr(ndimage, "distance_transform_edt", spy)
+    mask = np.zeros((300, 400), np.float32)
+    mask[100:120, 200:230] = 1.0  # 20 rows x 30 columns
+    mask_ops.grow(mask, 4)
+    mask_ops.grow(mask, 4.5)
+    mask_ops.shrink(mask, 4)
+    edge = np.zeros((300, 400), np.float32)
+    edge[0:10, 390:400] = 1.0  # at the top-right corner the window is cut by the image
+    mask_ops.grow(edge, 6)
+    mask_ops.shrink(edge, 2)
+    assert shapes == [
+        (20 + 2 * 6, 30 + 2 * 6),   # radius 4, padded by 4 + 2
+        (20 + 2 * 7, 30 + 2 * 7),   # radius 4.5 rounds up
+        (20 + 2, 30 + 2),           # shrink needs only the ring of outside pixels around the box
+        (10 + 8, 10 + 8),           # padded by 8 below and left only
+        (10 + 1, 10 + 1),
+    ]
 
 
 def test_close_bridges_a_gap_and_keeps_the_outline():

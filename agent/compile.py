@@ -8,6 +8,10 @@ as a workflow.
 
 With ``run_id`` set, a record node follows every step (its image, mask, boxes and text go to the run
 folder, in plan order) and a trace node writes ``trace.json`` after the last one.
+
+A plan can also be compiled in stages (the agent checks its grounding before it edits): ``steps``
+compiles only some steps, and ``ran`` names steps an earlier stage already ran, whose outputs the
+graph then takes from placeholders (``ran_output``) that the caller binds to those nodes' links.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from ..catalogue.spec import Tool
 from .plan import INPUT_IMAGE, Plan
 
 SOURCE_KEY = "__agentic_edit_source__"
+RAN_KEY = "__agentic_edit_ran__"
 RECORD_NODE = "AgenticEditRecordStep"
 TRACE_NODE = "AgenticEditWriteTrace"
 
@@ -37,35 +42,84 @@ def is_source(value) -> bool:
     return isinstance(value, dict) and set(value) == {SOURCE_KEY}
 
 
+def ran_output(step_id: str, index: int) -> dict:
+    """A placeholder for output ``index`` of a step that an earlier stage already ran."""
+    return {RAN_KEY: [step_id, index]}
+
+
+def is_ran_output(value) -> bool:
+    return isinstance(value, dict) and set(value) == {RAN_KEY}
+
+
+def bind_value(value, bind_source: Callable[[str], object], bind_ran: Callable[[str, int], object] | None = None):
+    """``value`` itself, or what its placeholder stands for: ``bind_source(name)`` for one of the
+    instruction's images, ``bind_ran(step_id, index)`` for an output of a step that already ran."""
+    if is_source(value):
+        return bind_source(value[SOURCE_KEY])
+    if is_ran_output(value):
+        if bind_ran is None:
+            raise CompileError(f"the graph needs an output of step {value[RAN_KEY][0]!r}, which ran earlier; "
+                               "say which node ran it (bind_ran)")
+        return bind_ran(*value[RAN_KEY])
+    return value
+
+
+def bind_placeholders(graph: dict, bind_source: Callable[[str], object],
+                      bind_ran: Callable[[str, int], object] | None = None) -> dict:
+    """``graph`` with every placeholder input bound (``bind_value``). Works on any API-format graph,
+    also after ``add_graph_prefix``, which leaves placeholders alone: links to nodes outside the
+    prefixed graph are made after prefixing, so they keep their own ids."""
+    return {node_id: {**node, "inputs": {k: bind_value(v, bind_source, bind_ran) for k, v in node["inputs"].items()}}
+            for node_id, node in graph.items()}
+
+
 @dataclass
 class CompiledPlan:
     graph: dict                 # API-format nodes, ids local to this plan
-    output: list                # [node_id, index] of the final image
+    output: list | dict | None  # [node_id, index] of the final image (a placeholder when a ran step made it;
+                                # None when only some ``steps`` were compiled)
     step_nodes: dict[str, str]  # plan step id -> node id
     sources: list[str]          # the placeholders the graph needs bound
 
-    def bind(self, bind_source: Callable[[str], object]) -> dict:
-        """The graph with every placeholder replaced by ``bind_source(name)`` (a tensor or a link)."""
-        bound = {}
-        for node_id, node in self.graph.items():
-            inputs = {k: bind_source(v[SOURCE_KEY]) if is_source(v) else v for k, v in node["inputs"].items()}
-            bound[node_id] = {**node, "inputs": inputs}
-        return bound
+    def bind(self, bind_source: Callable[[str], object],
+             bind_ran: Callable[[str, int], object] | None = None) -> dict:
+        """The graph with every placeholder replaced (see ``bind_placeholders``)."""
+        return bind_placeholders(self.graph, bind_source, bind_ran)
 
 
 def _tools_by_name(tools: Iterable[Tool]) -> dict[str, Tool]:
     return {t.name: t for t in tools}
 
 
+def step_closure(plan: Plan, step_ids: Iterable[str]) -> list[str]:
+    """``step_ids`` and every step they take an output from, directly or not, in plan order."""
+    wanted = set(step_ids)
+    for step in reversed(plan.steps):  # a step only uses earlier steps: one backward pass is enough
+        if step.id in wanted:
+            wanted.update(ref.split(".", 1)[0] for ref in step.inputs.values() if "." in ref)
+    return [s.id for s in plan.steps if s.id in wanted]
+
+
 def compile_plan(plan: Plan, tools: Iterable[Tool], *, run_id: str | None = None,
-                 settings: Mapping[str, object] | None = None) -> CompiledPlan:
+                 settings: Mapping[str, object] | None = None, steps: Iterable[str] | None = None,
+                 overrides: Mapping[str, Mapping[str, object]] | None = None,
+                 ran: Iterable[str] = ()) -> CompiledPlan:
     """``plan`` (already validated) as an API-format graph; see the module docstring.
 
     ``settings`` gives values for arguments the planner does not choose (``agent=False``), by
     name, wherever a step's tool has such an argument: the models the user picked on the agent
     node (``grounding_model``, ``sam_model``, ...) reach every step that loads one.
+
+    ``steps`` compiles only those steps (with everything they use: ``step_closure``); the graph
+    then has no trace and ``output`` is None. ``overrides`` maps a step id to argument values that
+    replace the plan's (``{"s1": {"if_nothing_found": "empty"}}``). ``ran`` lists steps that an
+    earlier stage already ran: they get no node (their record, with ``run_id``, still does), and
+    what uses their outputs gets ``ran_output`` placeholders.
     """
     settings = dict(settings or {})
+    overrides = {k: dict(v) for k, v in (overrides or {}).items()}
+    ran = set(ran)
+    only = None if steps is None else set(step_closure(plan, steps))
     catalogue = _tools_by_name(tools)
     graph: dict[str, dict] = {}
     step_nodes: dict[str, str] = {}
@@ -78,21 +132,29 @@ def compile_plan(plan: Plan, tools: Iterable[Tool], *, run_id: str | None = None
                 sources.append(ref)
             return source(ref)
         step_id, output = ref.split(".", 1)
-        if step_id not in step_nodes:
+        if step_id not in step_nodes and step_id not in ran:
             raise CompileError(f"reference {ref!r} names no earlier step")
-        producer = catalogue[plan.step(step_id).tool]
-        return [step_nodes[step_id], producer.output_index(output)]
+        index = catalogue[plan.step(step_id).tool].output_index(output)
+        return ran_output(step_id, index) if step_id in ran else [step_nodes[step_id], index]
 
     for step in plan.steps:
+        if only is not None and step.id not in only:
+            continue
         tool = catalogue.get(step.tool)
         if tool is None:
             raise CompileError(f"step {step.id}: tool {step.tool!r} is not in the catalogue")
+        if step.id in ran:
+            if run_id is not None:
+                previous_record = _add_record(graph, step, step.args, tool,
+                                              lambda index, s=step.id: ran_output(s, index), run_id, previous_record)
+            continue
+        args = {**step.args, **overrides.get(step.id, {})}
         inputs: dict = {}
         for arg in tool.args:
             if arg.name in step.inputs:
                 inputs[arg.name] = resolve(step.inputs[arg.name])
-            elif arg.name in step.args:
-                inputs[arg.name] = step.args[arg.name]
+            elif arg.name in args:
+                inputs[arg.name] = args[arg.name]
             elif not arg.agent and arg.name in settings:
                 inputs[arg.name] = settings[arg.name]
             elif not arg.is_link and arg.default is not None:
@@ -103,8 +165,11 @@ def compile_plan(plan: Plan, tools: Iterable[Tool], *, run_id: str | None = None
         graph[node_id] = {"class_type": tool.node_id, "inputs": inputs, "_meta": {"title": f"{step.id}: {tool.name}"}}
         step_nodes[step.id] = node_id
         if run_id is not None:
-            previous_record = _add_record(graph, step, tool, node_id, run_id, previous_record)
+            previous_record = _add_record(graph, step, args, tool, lambda index, n=node_id: [n, index], run_id,
+                                          previous_record)
 
+    if only is not None:
+        return CompiledPlan(graph, None, step_nodes, sources)
     output = resolve(plan.output or INPUT_IMAGE) if plan.output else None
     if output is None or is_source(output):
         raise CompileError("the plan produces no image: its last image-producing step is its output")
@@ -116,9 +181,10 @@ def compile_plan(plan: Plan, tools: Iterable[Tool], *, run_id: str | None = None
     return CompiledPlan(graph, output, step_nodes, sources)
 
 
-def _add_record(graph: dict, step, tool: Tool, node_id: str, run_id: str, previous: str | None) -> str:
+def _add_record(graph: dict, step, args: Mapping[str, object], tool: Tool, output: Callable[[int], object],
+                run_id: str, previous: str | None) -> str:
     inputs: dict = {"run_id": run_id, "step": step.id, "tool": tool.name,
-                    "args_json": json.dumps({**step.args, **{f"<{k}>": v for k, v in step.inputs.items()}},
+                    "args_json": json.dumps({**args, **{f"<{k}>": v for k, v in step.inputs.items()}},
                                             sort_keys=True, default=str)}
     if previous is not None:
         inputs["after"] = [previous, 0]
@@ -126,7 +192,7 @@ def _add_record(graph: dict, step, tool: Tool, node_id: str, run_id: str, previo
     for index, out in enumerate(tool.outputs):
         slot = wanted.get(out.kind)
         if slot and slot not in inputs:
-            inputs[slot] = [node_id, index]
+            inputs[slot] = output(index)
     record_id = f"{step.id}_record"
     graph[record_id] = {"class_type": RECORD_NODE, "inputs": inputs, "_meta": {"title": f"{step.id}: record"}}
     return record_id

@@ -34,7 +34,7 @@ import numpy as np
 from PIL import Image
 
 from .grounding_parse import split_thinking
-from .imaging import ImageInputError, mask_to_pil, rgb_to_pil, to_mask_array, to_rgb_array
+from .imaging import mask_to_pil, rgb_to_pil, to_mask_array, to_rgb_array
 from .llm_client import ChatClient, LLMConfigError, LLMError, json_schema_format
 from .mask_ops import overlay
 

@@ -10,7 +10,8 @@ from comfy_api.latest import ComfyExtension, io
 log = logging.getLogger(__name__)
 
 # Node modules of this package; each exposes ``NODES: list[type[io.ComfyNode]]``.
-NODE_MODULES = ("boxes", "text", "masks", "edit", "grounding", "segment", "prompts", "inpaint", "agent", "trace")
+NODE_MODULES = ("boxes", "text", "masks", "edit", "grounding", "segment", "prompts", "inpaint", "agent",
+                "agent_continue", "trace", "session")
 
 
 def node_classes() -> list[type[io.ComfyNode]]:
@@ -47,6 +48,9 @@ class AgenticEditExtension(ComfyExtension):
 
         register_comfy_folders()
         _install_sample_inputs()
+        from .routes import register_routes  # before ComfyUI builds its app, which mirrors them under /api
+
+        register_routes()
 
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
         return node_classes()

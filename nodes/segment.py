@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import torch
 from comfy_api.latest import io
 
 from ..catalogue.segment import SEGMENT, SEGMENT_BY_TEXT

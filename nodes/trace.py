@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import folder_paths
-from comfy_api.latest import io, ui
+from comfy_api.latest import io
 
 from ..agent.trace import record_step, run_dir, write_trace
 from ..catalogue.trace import RECORD_STEP, WRITE_TRACE

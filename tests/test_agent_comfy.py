@@ -112,3 +112,11 @@ def test_remove_the_cat_and_write_hello_runs_every_step_as_one_prompt(comfy_serv
     replaced = np.asarray(Image.open(run / "s2_mask.png")) > 0  # where the removal pasted new pixels
     assert replaced.any() and (removed != source).any(axis=-1)[replaced].any()
     # (pixels outside the pasted mask stay bit-identical: tests/test_inpaint_engine.py, on real photos)
+
+
+def test_local_qwen_planner_runs_and_says_when_it_cannot_plan(comfy_server):
+    # The tiny random Qwen2.5-VL answers gibberish: the planner asks it to repair twice, then gives up
+    # with a message saying so (a real Qwen2.5-VL-7B answers with a plan).
+    prompt = agent_prompt("write 'HI' at the top", planner="local")
+    with pytest.raises(PromptFailed, match="local:Qwen2.5-VL-7B-Instruct planner gave no valid plan after 3 tries"):
+        comfy_server.run(prompt)

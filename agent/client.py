@@ -278,10 +278,20 @@ class ComfyClient:
     def undo(self, session_id: str) -> dict:
         return self._session_call("POST", f"{SESSION_ROUTES}/{_quote(session_id)}/undo", {}, session_id)
 
+    def redo(self, session_id: str) -> dict:
+        return self._session_call("POST", f"{SESSION_ROUTES}/{_quote(session_id)}/redo", {}, session_id)
+
     def rollback(self, session_id: str, turn: int) -> dict:
+        return self._go_to("rollback", session_id, turn)
+
+    def branch(self, session_id: str, turn: int) -> dict:
+        """Like rollback, said the way the panel offers it: the next edit starts a branch there."""
+        return self._go_to("branch", session_id, turn)
+
+    def _go_to(self, action: str, session_id: str, turn: int) -> dict:
         if isinstance(turn, bool) or not isinstance(turn, int) or turn < 0:
-            raise BadInput(f"rollback: turn must be a whole number of at least 0, not {turn!r}")
-        return self._session_call("POST", f"{SESSION_ROUTES}/{_quote(session_id)}/rollback", {"turn": turn},
+            raise BadInput(f"{action}: turn must be a whole number of at least 0, not {turn!r}")
+        return self._session_call("POST", f"{SESSION_ROUTES}/{_quote(session_id)}/{action}", {"turn": turn},
                                   session_id)
 
     def _session_call(self, method: str, path: str, payload=None, session_id: str | None = None):
@@ -295,6 +305,8 @@ class ComfyClient:
             status, body = self.post_json(path, payload if payload is not None else {})
         if status == 200:
             return body
+        if status == 404 and isinstance(body, dict) and body.get("kind") not in (None, "SessionNotFound"):
+            raise BadInput(f"{method} {path}: {body.get('error')}")  # a turn or file the session does not have
         if status in (404, 405):
             # "No such session" or "no such route" (aiohttp answers 405 to a POST on a path that only
             # its catch-all GET serves): the list route tells them apart.

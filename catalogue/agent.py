@@ -45,10 +45,10 @@ AGENT_EDIT = Tool(
                  "'local' (Qwen2.5-VL on this machine). With a model planner, the plan's grounding runs first: "
                  "when it finds nothing, the planner is asked once more, told what was not found."),
     args=(_IMAGE, _INSTRUCTION, *_PLANNER_SETTINGS, _REFERENCE,
-          Arg("session_id", "string", "Session memory (nodes/agent_session.py): empty, one edit of the image; an id "
-              "(letters, digits, '_', '-'), one turn of that session, started from the image when the id is new. "
-              "A turn edits the session's current image (the image input is used only when it is a new picture), "
-              "remembers what it found for 'it' later, and 'undo' / 'go back to turn 2' navigate.",
+          Arg("session_id", "string", "Multi-turn memory. Empty: one edit of the image. An id (letters, digits, "
+              "'_', '-'): one turn of that session, which starts from the image when the id is new; later turns "
+              "edit the session's current image (the image input counts only when it is a picture the session "
+              "has not seen), 'it' means what an earlier turn found, and 'undo' / 'go back to turn 2' navigate.",
               default="", optional=True)),
     outputs=_OUTPUTS,
     agent=False,

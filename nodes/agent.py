@@ -169,8 +169,20 @@ class AgentPlanner(io.ComfyNode):
         return tool_schema(cls.TOOL, enable_expand=True)
 
     @classmethod
+    def fingerprint_inputs(cls, session_id="", **_):
+        from .session_host import session_fingerprint  # the session's version: no stale turn from the cache
+
+        return session_fingerprint(session_id)
+
+    @classmethod
     def execute(cls, image, instruction, planner, base_url, model, temperature, local_model, grounding_model,
-                sam_model, reference=None) -> io.NodeOutput:
+                sam_model, reference=None, session_id="") -> io.NodeOutput:
+        if (session_id or "").strip():  # one turn of a session: nodes/agent_session.py
+            from .agent_session import session_turn
+
+            settings = dict(planner=planner, base_url=base_url, model=model, temperature=temperature,
+                            local_model=local_model, grounding_model=grounding_model, sam_model=sam_model)
+            return session_turn(image, instruction, settings, reference, session_id)
         rgb = image_batch_to_arrays(image)[0]
         plan, planner_name = make_plan(instruction, rgb, planner, base_url, model, temperature, local_model,
                                        references=0 if reference is None else 1)

@@ -152,15 +152,18 @@ def _expand_turn(store, sid, token, run_id, rgb, planned, said, settings, refere
     tools = all_tools()
     if not refs:  # a plan that uses stored masks needs the session to replay: no standalone workflow
         export_plan_workflows(plan, models, folder, run_id, {"image": image, "reference": reference})
-    commit = {"class_type": COMMIT_TURN.node_id, "inputs": {"session_id": sid, "token": token}}
+    def commit(trace_link) -> dict:  # after the trace: the run is complete when it runs
+        return {"class_type": COMMIT_TURN.node_id, "inputs": {"session_id": sid, "token": token,
+                                                              "trace_path": trace_link}}
+
     prefix = GraphBuilder.alloc_prefix()
     # The two-stage run (grounding checked first, AgentContinue goes on) binds only the instruction's
     # images, so a plan that uses session memory runs in one stage.
     checks = first_stage_checks(plan, tools) if settings["planner"] != "offline" and not refs else []
     if checks:
-        graph = first_stage(plan, tools, checks, prefix, models, settings, planned, run_id,
+        graph = first_stage(plan, tools, checks, prefix, settings, planned, run_id,
                             with_reference=reference is not None)
-        graph[COMMIT_NODE] = {**commit, "inputs": {**commit["inputs"], "trace_path": [CONTINUE_NODE, 2]}}
+        graph[COMMIT_NODE] = commit([CONTINUE_NODE, 2])
         expanded, (output, plan_json, trace) = expand(
             graph, ([COMMIT_NODE, 0], [CONTINUE_NODE, 1], [COMMIT_NODE, 1]), prefix, sources)
         log.info("session %s: %s planned %s -> run %s; grounding %s runs first", sid, planner_name, plan.tool_names,
@@ -169,7 +172,7 @@ def _expand_turn(store, sid, token, run_id, rgb, planned, said, settings, refere
     overrides = grounding_overrides(plan, tools, "error") if settings["planner"] != "offline" else None
     compiled = compile_plan(plan, tools, run_id=run_id, settings=models, overrides=overrides)
     graph = dict(compiled.graph)
-    graph[COMMIT_NODE] = {**commit, "inputs": {**commit["inputs"], "trace_path": ["trace", 0]}}
+    graph[COMMIT_NODE] = commit(["trace", 0])
     expanded, (output, trace) = expand(graph, ([COMMIT_NODE, 0], [COMMIT_NODE, 1]), prefix, sources)
     log.info("session %s: %s planned %s -> run %s (memory: %s)", sid, planner_name, plan.tool_names, run_id,
              ", ".join(refs) or "none used")

@@ -9,9 +9,10 @@
     GET  /agentic_edit/sessions/{id}/artifacts/{n}       an artifact's file
 
 Files are ``{"filename", "subfolder", "type"}`` for ComfyUI's ``/view`` plus the ready ``url``.
-Errors are ``{"error": message}`` with 400 (bad id or body), 404 (unknown session, turn or
-artifact), 409 (another client's turn is running, nothing to undo/redo), 507 (disk full). The work
-is ``agent/session/routes_logic.py``; this module parses requests and sends answers.
+Errors are ``{"error": message, "kind": exception class name}`` with 400 (bad id or body), 404
+(unknown session, turn or artifact), 409 (another client's turn is running, nothing to undo or
+redo), 507 (disk full). The work is ``agent/session/routes_logic.py``; this module parses requests
+and sends answers.
 """
 
 from __future__ import annotations
@@ -50,7 +51,8 @@ def _error(exc: Exception) -> web.Response:
     status = routes_logic.http_status(exc)
     if status >= 500:
         log.error("session route failed: %s", exc, exc_info=status == 500)
-    return web.json_response({"error": str(exc)}, status=status)
+    # ``kind`` lets a client tell "no such session" from "no such turn" (both 404).
+    return web.json_response({"error": str(exc), "kind": type(exc).__name__}, status=status)
 
 
 async def _answer(work, *args, **kwargs) -> web.Response:

@@ -92,7 +92,8 @@ class ChatPlanner(Planner):
                 try:
                     plan = Plan.from_dict({k: v for k, v in data.items() if k in ("steps", "notes", "output")})
                     plan.instruction = instruction
-                    return validate(plan, self.tools, references=references)
+                    return validate(plan, self.tools, references=references,
+                                    session=(history or {}).get("artifacts"))
                 except PlanError as err:
                     problems = err.problems
             messages += [{"role": "assistant", "content": reply or ""},

@@ -242,7 +242,7 @@ def test_a_model_planner_plans_with_the_memory_and_checks_its_grounding_first(co
     say(server, cat, sid, "make it blue", planner="openai", base_url=openai_stub.base_url)
     asked = openai_stub.chat_requests[1].text()
     assert "Session memory" in asked and "session:cat" not in openai_stub.chat_requests[0].text()
-    assert '"cat": "mask"' in asked, "the planner is told which session names it may use"
+    assert 'mask "session:cat"' in asked, "the planner is told which session names it may use, and their kind"
     s = detail(server, sid)
     mask = region_mask(server, s, 1, "cat")
     assert s["turns"][2]["base"]["turn"] == 1 and dominant(turn_image(s, 2, server)[mask]) == "b"

@@ -59,12 +59,23 @@ def summary(store, session_id: str) -> str:
     return "\n".join(lines)
 
 
-class SessionStart(io.ComfyNode):
-    TOOL = SESSION_START
+class _SessionNode(io.ComfyNode):
+    """A node that reads a session: its schema from the catalogue, and a fingerprint on the
+    session's version, so ComfyUI's cache never serves a session that has moved since."""
+
+    TOOL = None
 
     @classmethod
     def define_schema(cls):
         return tool_schema(cls.TOOL)
+
+    @classmethod
+    def fingerprint_inputs(cls, session_id="", **_):
+        return session_fingerprint(session_id)
+
+
+class SessionStart(_SessionNode):
+    TOOL = SESSION_START
 
     @classmethod
     def fingerprint_inputs(cls, session_id="", **_):
@@ -93,16 +104,8 @@ class SessionStart(io.ComfyNode):
         return io.NodeOutput(sid, head_image(store, sid), summary(store, sid))
 
 
-class SessionUndo(io.ComfyNode):
+class SessionUndo(_SessionNode):
     TOOL = SESSION_UNDO
-
-    @classmethod
-    def define_schema(cls):
-        return tool_schema(cls.TOOL)
-
-    @classmethod
-    def fingerprint_inputs(cls, session_id="", **_):
-        return session_fingerprint(session_id)
 
     @classmethod
     def execute(cls, session_id, count=1) -> io.NodeOutput:
@@ -114,16 +117,8 @@ class SessionUndo(io.ComfyNode):
         return io.NodeOutput(sid, head_image(store, sid))
 
 
-class SessionRollback(io.ComfyNode):
+class SessionRollback(_SessionNode):
     TOOL = SESSION_ROLLBACK
-
-    @classmethod
-    def define_schema(cls):
-        return tool_schema(cls.TOOL)
-
-    @classmethod
-    def fingerprint_inputs(cls, session_id="", **_):
-        return session_fingerprint(session_id)
 
     @classmethod
     def execute(cls, session_id, turn=0, step="") -> io.NodeOutput:
@@ -135,16 +130,8 @@ class SessionRollback(io.ComfyNode):
         return io.NodeOutput(sid, head_image(store, sid))
 
 
-class SessionHistory(io.ComfyNode):
+class SessionHistory(_SessionNode):
     TOOL = SESSION_HISTORY
-
-    @classmethod
-    def define_schema(cls):
-        return tool_schema(cls.TOOL)
-
-    @classmethod
-    def fingerprint_inputs(cls, session_id="", **_):
-        return session_fingerprint(session_id)
 
     @classmethod
     def execute(cls, session_id) -> io.NodeOutput:

@@ -65,6 +65,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _has_accelerator() -> bool:
+    """A CUDA driver (Linux/Windows) or Apple silicon (MPS): without either, ComfyUI needs --cpu.
+    Decided without importing torch, which this light command never loads."""
+    import platform
+
+    if sys.platform == "darwin":
+        return platform.machine() == "arm64"
+    if sys.platform.startswith("linux"):
+        return os.path.exists("/dev/nvidiactl") or os.path.exists("/dev/kfd") or os.path.exists("/dev/dxg")
+    return shutil.which("nvidia-smi") is not None
+
+
 class LocalComfyUI:
     """One ComfyUI process for the duration of a ``with`` block."""
 
@@ -99,6 +111,9 @@ class LocalComfyUI:
             cmd += ["--extra-model-paths-config", str(paths)]
         else:
             log.info("the pack is installed in %s; ComfyUI loads that copy", existing)
+        if not _has_accelerator() and "--cpu" not in self.extra_args:
+            # ComfyUI asks torch for a CUDA device at start and dies on a machine without one.
+            cmd.append("--cpu")
         return cmd + list(self.extra_args)
 
     def start(self, timeout: float = 300.0) -> "LocalComfyUI":

@@ -2,7 +2,7 @@
 
     agentic-edit edit photo.png "write 'SALE' at the top" [--session S] [--planner offline|openai|local]
                  [--server URL] [--out DIR]
-    agentic-edit sessions | history --session S | undo --session S | rollback --session S --turn N
+    agentic-edit sessions | history --session S | undo | redo --session S | rollback | branch --session S --turn N
     agentic-edit export-workflow RUN [--format ui|api] [--out FILE]
     agentic-edit batch IMAGES_OR_FOLDERS... --instruction TEXT | --csv FILE  [--server URL ...] [--out DIR]
     agentic-edit mcp [--transport stdio|http]
@@ -122,10 +122,25 @@ def cmd_undo(args) -> int:
     return 0
 
 
+def cmd_redo(args) -> int:
+    with _Connection(args) as client:
+        answer = client.redo(args.session)
+    print(json.dumps(answer, indent=1) if args.json else f"redone: {_one_line(answer)}")
+    return 0
+
+
 def cmd_rollback(args) -> int:
     with _Connection(args) as client:
         answer = client.rollback(args.session, args.turn)
     print(json.dumps(answer, indent=1) if args.json else f"rolled back to turn {args.turn}: {_one_line(answer)}")
+    return 0
+
+
+def cmd_branch(args) -> int:
+    with _Connection(args) as client:
+        answer = client.branch(args.session, args.turn)
+    print(json.dumps(answer, indent=1) if args.json else f"the next edit branches from turn {args.turn}: "
+          f"{_one_line(answer)}")
     return 0
 
 
@@ -238,10 +253,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("sessions", parents=[common], help="list sessions").set_defaults(func=cmd_sessions)
     for name, run, text in (("history", cmd_history, "a session's turns"), ("undo", cmd_undo, "undo a session's last turn"),
-                            ("rollback", cmd_rollback, "roll a session back to a turn")):
+                            ("redo", cmd_redo, "redo what undo took back"),
+                            ("rollback", cmd_rollback, "roll a session back to a turn"),
+                            ("branch", cmd_branch, "edit on from an older turn (nothing is deleted)")):
         command = sub.add_parser(name, parents=[common], help=text)
         command.add_argument("--session", required=True)
-        if name == "rollback":
+        if name in ("rollback", "branch"):
             command.add_argument("--turn", type=int, required=True)
         command.set_defaults(func=run)
 

@@ -212,3 +212,17 @@ def test_the_command_imports_no_engine_node_or_comfyui():
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=PACK_ROOT, timeout=60)
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == "[]"
+
+
+def test_redo_and_branch_commands_move_a_real_session(comfy_server, tmp_path, capsys):
+    sid = "cli-redo-branch"
+    image = str(PACK_ROOT / "workflows" / "inputs" / "agentic_edit_sample.png")
+    assert main(["edit", image, "write 'A' at the top", "--session", sid, "--server", comfy_server.url,
+                 "--out", str(tmp_path)]) == 0
+    assert main(["undo", "--session", sid, "--server", comfy_server.url]) == 0
+    assert main(["redo", "--session", sid, "--server", comfy_server.url]) == 0
+    assert "redone" in capsys.readouterr().out
+    assert main(["branch", "--session", sid, "--turn", "0", "--server", comfy_server.url]) == 0
+    assert "branches from turn 0" in capsys.readouterr().out
+    assert main(["branch", "--session", sid, "--turn", "99", "--server", comfy_server.url]) == 2
+    assert "turn" in capsys.readouterr().err

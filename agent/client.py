@@ -27,7 +27,7 @@ from typing import Callable
 from ..catalogue.agent import AGENT_EDIT
 from .client_errors import (BadInput, ComfyError, JobFailed, JobInterrupted, JobLost, JobTimeout, PackMissing,
                             PromptRejected, ServerUnreachable, SessionNotFound, SessionRoutesMissing)
-from .client_files import FileRef, image_bytes, upload_name
+from .client_files import FileRef, image_bytes, multipart_image_body, upload_name
 
 log = logging.getLogger(__name__)
 
@@ -173,13 +173,8 @@ class ComfyClient:
         so the same image is stored once and ComfyUI's cache still recognises it."""
         data, original = image_bytes(image)
         name = upload_name(data, name or original)
-        boundary = uuid.uuid4().hex
-        body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"{name}\"\r\n"
-                f"Content-Type: application/octet-stream\r\n\r\n").encode() + data + (
-                f"\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"overwrite\"\r\n\r\ntrue"
-                f"\r\n--{boundary}--\r\n").encode()
-        status, resp = self.request("POST", "/upload/image", body,
-                                    {"Content-Type": f"multipart/form-data; boundary={boundary}"})
+        body, content_type = multipart_image_body(name, data)
+        status, resp = self.request("POST", "/upload/image", body, {"Content-Type": content_type})
         if status != 200:
             raise ComfyError(f"uploading {name} to {self.url} failed ({status}): {resp[:300].decode(errors='replace')}")
         return _loads(resp, "upload")["name"]

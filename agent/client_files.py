@@ -79,3 +79,17 @@ def upload_name(data: bytes, original: str) -> str:
     suffix = suffix.lower() if suffix.lower() in IMAGE_SUFFIXES else ".png"
     stem = _UNSAFE.sub("_", stem).strip("._")[:40] or "image"
     return f"agentic_edit_{stem}_{hashlib.sha1(data).hexdigest()[:10]}{suffix}"
+
+
+def multipart_image_body(name: str, data: bytes) -> tuple[bytes, str]:
+    """The ``POST /upload/image`` body for ``data`` stored as ``name`` (overwriting), and its
+    Content-Type header."""
+    import uuid
+
+    boundary = uuid.uuid4().hex
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"{name}\"\r\n"
+            f"Content-Type: application/octet-stream\r\n\r\n").encode() + data + (
+            f"\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"overwrite\"\r\n\r\ntrue"
+            f"\r\n--{boundary}--\r\n").encode()
+    return body, f"multipart/form-data; boundary={boundary}"
+

@@ -235,13 +235,10 @@ class ComfyServer:
             image.save(buf, format="PNG")
             data = buf.getvalue()
             name = name or f"upload_{uuid.uuid4().hex[:8]}.png"
-        boundary = uuid.uuid4().hex
-        body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"{name}\"\r\n"
-                f"Content-Type: application/octet-stream\r\n\r\n").encode() + data + (
-                f"\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"overwrite\"\r\n\r\ntrue"
-                f"\r\n--{boundary}--\r\n").encode()
-        status, resp = self.request("POST", "/upload/image", body,
-                                    {"Content-Type": f"multipart/form-data; boundary={boundary}"})
+        from agentic_edit.agent.client_files import multipart_image_body  # the product client's encoding
+
+        body, content_type = multipart_image_body(name, data)
+        status, resp = self.request("POST", "/upload/image", body, {"Content-Type": content_type})
         if status != 200:
             raise RuntimeError(f"upload failed ({status}): {resp[:300]!r}")
         return json.loads(resp)["name"]

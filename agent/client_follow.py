@@ -157,25 +157,20 @@ class Follower:
 
     def _state(self) -> str:
         """The job's state, riding out a short outage of the server (``reconnect_window``)."""
-        until = time.monotonic() + self.client.reconnect_window
-        while True:
-            try:
-                return self.client._job_state(self.prompt_id)
-            except ServerUnreachable:
-                if time.monotonic() > until:
-                    raise ServerUnreachable(f"lost ComfyUI at {self.client.url} while job {self.prompt_id} ran "
-                                            f"(no answer for {self.client.reconnect_window:g} s)") from None
-                self._check_deadline()
-                time.sleep(0.5)
+        return self._retrying(lambda: self.client._job_state(self.prompt_id))
 
     def _reconnect(self) -> None:
         self._close()
         self._emit("reconnecting")
+        self.ws = self._retrying(self.client._open_ws)
+
+    def _retrying(self, call):
+        """``call()``, retried every 0.5 s while the server does not answer, for at most
+        ``reconnect_window`` seconds (and never past the job's own deadline)."""
         until = time.monotonic() + self.client.reconnect_window
         while True:
             try:
-                self.ws = self.client._open_ws()
-                break
+                return call()
             except ServerUnreachable:
                 if time.monotonic() > until:
                     raise ServerUnreachable(f"lost ComfyUI at {self.client.url} while job {self.prompt_id} ran "

@@ -62,3 +62,16 @@ def photo_astronaut() -> np.ndarray:
 def photo_chelsea() -> np.ndarray:
     """A real photo (scikit-image's 'chelsea' the cat, 300x451 RGB uint8)."""
     return _skimage_photo("chelsea")
+
+
+@pytest.fixture(scope="module")
+def inpaint_models_root(tiny_models_dir):
+    """The store reads the tiny checkpoints for one test module; its inpainting models are freed after."""
+    from agentic_edit.models import free
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AGENTIC_EDIT_MODELS_DIR", str(tiny_models_dir))
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        yield tiny_models_dir
+    free("sd15_inpaint")
+    free("sdxl_inpaint")

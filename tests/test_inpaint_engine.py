@@ -21,7 +21,7 @@ from agentic_edit.engines.imaging import ImageInputError
 from agentic_edit.engines.inpaint import InpaintEngine, InpaintInputError, inpaint_model_choices, model_family_of
 from agentic_edit.engines.inpaint_loader import SCHEDULERS, InpaintModelError, folder_family
 from agentic_edit.engines.ip_adapter import IPAdapterError, locate
-from agentic_edit.models import ModelNotFoundError, free
+from agentic_edit.models import ModelNotFoundError
 from tests.tiny_models.sd_inpaint import SINGLE_FILE_NAME
 from tests.tiny_models.sdxl_inpaint import CLIP_VISION_FILE, IP_ADAPTER_FILE
 
@@ -42,13 +42,8 @@ def one_torch_thread():
 
 
 @pytest.fixture(scope="module")
-def models_root(tiny_models_dir):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("AGENTIC_EDIT_MODELS_DIR", str(tiny_models_dir))
-        mp.setenv("HF_HUB_OFFLINE", "1")
-        yield tiny_models_dir
-    free("sd15_inpaint")
-    free("sdxl_inpaint")
+def models_root(inpaint_models_root):
+    return inpaint_models_root
 
 
 def engine(name: str) -> InpaintEngine:

@@ -308,15 +308,8 @@ def test_the_context_patches_and_restores_forward_and_nests(unet, monkeypatch):
 # ---- through the engine ------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def models_root(tiny_models_dir):
-    from agentic_edit.models import free
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("AGENTIC_EDIT_MODELS_DIR", str(tiny_models_dir))
-        mp.setenv("HF_HUB_OFFLINE", "1")
-        yield tiny_models_dir
-    free("sd15_inpaint")
-    free("sdxl_inpaint")
+def models_root(inpaint_models_root):
+    return inpaint_models_root
 
 
 @pytest.mark.parametrize("name, guidance", [("stable-diffusion-inpainting", 1.0),

@@ -11,8 +11,8 @@ import importlib
 from .spec import Arg, Out, Tool, NODE_PREFIX, CATEGORY_ROOT
 
 # Modules of this package that define tools; each exposes ``TOOLS: tuple[Tool, ...]``.
-_FAMILIES = ("boxes", "text", "masks", "edit", "grounding", "segment", "prompts", "inpaint", "agent", "trace",
-             "session")
+_FAMILIES = ("boxes", "text", "masks", "edit", "grounding", "segment", "prompts", "inpaint", "insert", "tryon",
+             "agent", "trace", "session")
 
 
 def all_tools() -> list[Tool]:

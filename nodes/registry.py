@@ -10,8 +10,8 @@ from comfy_api.latest import ComfyExtension, io
 log = logging.getLogger(__name__)
 
 # Node modules of this package; each exposes ``NODES: list[type[io.ComfyNode]]``.
-NODE_MODULES = ("boxes", "text", "masks", "edit", "grounding", "segment", "prompts", "inpaint", "agent",
-                "agent_continue", "trace", "session")
+NODE_MODULES = ("boxes", "text", "masks", "edit", "grounding", "segment", "prompts", "inpaint", "insert", "tryon",
+                "agent", "agent_continue", "trace", "session")
 
 
 def node_classes() -> list[type[io.ComfyNode]]:

@@ -1,0 +1,3 @@
+"""Tools of the insert family (filled in by its issue)."""
+
+TOOLS = ()

@@ -1,0 +1,3 @@
+"""Tools of the tryon family (filled in by its issue)."""
+
+TOOLS = ()

@@ -149,9 +149,15 @@ def session_tools() -> list[McpTool]:
                       lambda client, a: client.session(a["session_id"])),
         _session_tool("undo", "Undo the last turn of a session (its image goes back to the turn before).",
                       lambda client, a: client.undo(a["session_id"])),
+        _session_tool("redo", "Redo the turn the last undo took back (only until a new turn is made).",
+                      lambda client, a: client.redo(a["session_id"])),
         _session_tool("rollback", "Roll a session back to an earlier turn; later turns are undone.",
                       lambda client, a: client.rollback(a["session_id"], a["turn"]),
                       {"turn": {"type": "integer", "minimum": 0, "description": "The turn to go back to."}}),
+        _session_tool("branch", "Start a branch at an earlier turn: the next edit continues from that turn's image, "
+                                "and the turns after it stay in the history.",
+                      lambda client, a: client.branch(a["session_id"], a["turn"]),
+                      {"turn": {"type": "integer", "minimum": 0, "description": "The turn to branch from."}}),
     ]
 
 

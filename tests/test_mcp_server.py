@@ -66,7 +66,7 @@ def test_tools_are_the_catalogue(mcp_server):
     tools = anyio.run(go)
     agent_tools = [t for t in all_tools() if t.agent]
     assert {t.name for t in agent_tools} | {"edit_image", "list_sessions", "session_history", "undo",
-                                            "rollback"} == set(tools)
+                                            "redo", "rollback", "branch"} == set(tools)
     draw = tools["draw_text"].input_schema
     tool = get_tool("draw_text")
     assert draw["properties"]["padding"] == value_schema(tool.arg("padding"))
@@ -159,6 +159,7 @@ def test_bad_calls_are_error_results_the_model_can_act_on(mcp_server, photo, tmp
         ("edit_image", json.dumps({"image": str(photo), "instruction": "summon a KSampler"})): "offline planner",
         ("no_such_tool", "{}"): "no tool named 'no_such_tool'",
         ("rollback", json.dumps({"session_id": "x", "turn": -1})): "-1 is less than the minimum of 0",
+        ("branch", json.dumps({"session_id": "x"})): "'turn' is a required property",
     }
     for (name, arguments), expected in cases.items():
         result = call(server, name, json.loads(arguments))
@@ -179,6 +180,37 @@ def test_session_tools_follow_the_servers_routes(mcp_server, comfy_server):
     else:
         assert listed.is_error and "has no session routes yet" in listed.content[0].text
         assert "has no session routes yet" in missing.content[0].text
+
+
+def test_undo_redo_and_branch_move_a_real_session(mcp_server, photo):
+    server, _ = mcp_server
+    sid = "mcp-redo-branch"
+    for text in ("A", "B"):
+        edit = call(server, "edit_image", {"image": str(photo), "instruction": f"write '{text}' at the top",
+                                           "session": sid})
+        assert not edit.is_error, edit.content
+
+    def turns():
+        history = call(server, "session_history", {"session_id": sid})
+        assert not history.is_error, history.content
+        return history.structured_content["result"]
+
+    def head():
+        state = turns()
+        return state["head"]["artifact"], state["head"]["turn"], state["can_redo"]
+
+    before = head()
+    assert before[1] == 2 and before[2] is False
+    assert not call(server, "undo", {"session_id": sid}).is_error
+    assert head()[1:] == (1, True)
+    redone = call(server, "redo", {"session_id": sid})
+    assert not redone.is_error, redone.content
+    assert head() == before
+    assert call(server, "redo", {"session_id": sid}).is_error  # nothing left to redo
+    branched = call(server, "branch", {"session_id": sid, "turn": 0})
+    assert not branched.is_error, branched.content
+    beyond = call(server, "branch", {"session_id": sid, "turn": 99})
+    assert beyond.is_error and "turn" in beyond.content[0].text
 
 
 def test_stdio_server_through_the_launcher(comfy_server, photo, tmp_path):

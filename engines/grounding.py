@@ -115,12 +115,14 @@ def flash_attention_available() -> bool:
 
 def _build(resolved, device, dtype, attn_implementation: str = "sdpa") -> QwenVL:
     """Load model + processor from the resolved folder (the store calls this once per files/device/dtype)."""
-    import torch
     from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
 
+    from ..models import load_device
+
     kwargs: dict[str, Any] = {"dtype": dtype, "attn_implementation": attn_implementation}
-    if torch.device(device).type != "cpu":
-        kwargs["device_map"] = str(device)  # straight onto the card, no full copy in CPU memory
+    target = load_device(resolved, device, dtype)  # the CPU when it would not fit (the store then streams it)
+    if target.type != "cpu":
+        kwargs["device_map"] = str(target)  # straight onto the card, no full copy in CPU memory
     model = Qwen2_5_VLForConditionalGeneration.from_pretrained(str(resolved.path), **kwargs).eval()
     processor = AutoProcessor.from_pretrained(str(resolved.path))
     try:

@@ -261,15 +261,23 @@ def _variant(folder: Path, plain: tuple[str, ...]) -> str | None:
     return None
 
 
-def _diffusers_component(cls, path: Path, sub: str, dtype):
+def _diffusers_component(cls, path: Path, sub: str, dtype, device=None):
     variant = _variant(path / sub, ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin"))
-    return cls.from_pretrained(str(path), subfolder=sub, torch_dtype=dtype, variant=variant)
+    kwargs = {"device_map": str(device)} if device is not None and str(device) != "cpu" else {}
+    return cls.from_pretrained(str(path), subfolder=sub, torch_dtype=dtype, variant=variant, **kwargs)
 
 
-def _transformers_component(cls, path: Path, sub: str, dtype):
+def _transformers_component(cls, path: Path, sub: str, dtype, device=None):
+    """A text encoder, loaded once per (files, dtype) for every engine that asks (``models/shared.py``:
+    SDXL inpainting, ObjectClear and SDXL text-to-image folders may hold the same encoders)."""
+    from ..models.shared import shared_component
+
     variant = _variant(path / sub, ("model.safetensors", "pytorch_model.bin"))
     kwargs = {"variant": variant} if variant else {}
-    return cls.from_pretrained(str(path), subfolder=sub, dtype=dtype, **kwargs)
+    if device is not None and str(device) != "cpu":
+        kwargs["device_map"] = str(device)
+    return shared_component(path / sub, dtype, lambda: cls.from_pretrained(str(path), subfolder=sub, dtype=dtype,
+                                                                           **kwargs), variant=variant)
 
 
 def _pipeline_flags(path: Path) -> dict:
@@ -278,16 +286,19 @@ def _pipeline_flags(path: Path) -> dict:
     return {k: values[k] for k in ("requires_aesthetics_score", "force_zeros_for_empty_prompt") if k in values}
 
 
-def load_folder(path: Path, family: str, dtype):
-    """The pipeline of a diffusers folder, each component loaded on its own (see the module doc)."""
+def load_folder(path: Path, family: str, dtype, device=None):
+    """The pipeline of a diffusers folder, each component loaded on its own (see the module doc).
+
+    ``device``: where the weights are loaded straight to (``models.load_device`` says whether they
+    fit); None or the CPU loads them on the CPU."""
     from diffusers import (AutoencoderKL, StableDiffusionInpaintPipeline, StableDiffusionXLInpaintPipeline,
                            UNet2DConditionModel)
     from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
     scheduler = make_scheduler("default", read_scheduler_config(path))
-    unet = _diffusers_component(UNet2DConditionModel, path, "unet", dtype)
-    vae = _diffusers_component(AutoencoderKL, path, "vae", dtype)
-    text_encoder = _transformers_component(CLIPTextModel, path, "text_encoder", dtype)
+    unet = _diffusers_component(UNet2DConditionModel, path, "unet", dtype, device)
+    vae = _diffusers_component(AutoencoderKL, path, "vae", dtype, device)
+    text_encoder = _transformers_component(CLIPTextModel, path, "text_encoder", dtype, device)
     tokenizer = CLIPTokenizer.from_pretrained(str(path), subfolder="tokenizer")
     if family == SD15:
         return StableDiffusionInpaintPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
@@ -295,7 +306,7 @@ def load_folder(path: Path, family: str, dtype):
                                               requires_safety_checker=False)
     return StableDiffusionXLInpaintPipeline(
         vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
-        text_encoder_2=_transformers_component(CLIPTextModelWithProjection, path, "text_encoder_2", dtype),
+        text_encoder_2=_transformers_component(CLIPTextModelWithProjection, path, "text_encoder_2", dtype, device),
         tokenizer_2=CLIPTokenizer.from_pretrained(str(path), subfolder="tokenizer_2"),
         add_watermarker=False, **_pipeline_flags(path))
 

@@ -70,14 +70,58 @@ def memory_profile() -> MemoryProfile:
         return MemoryProfile.AUTO
 
 
+_fractions: dict[int, float] = {}   # set through set_memory_fraction (torch without a getter)
+
+
+def set_memory_fraction(fraction: float, device: torch.device | str | int = 0) -> None:
+    """``torch.cuda.set_per_process_memory_fraction`` that the store can read back on any torch
+    version (the getter is recent); a program that caps memory should call this one."""
+    index = torch.device(device).index if not isinstance(device, int) else device
+    index = 0 if index is None else index
+    torch.cuda.set_per_process_memory_fraction(float(fraction), index)
+    _fractions[index] = float(fraction)
+
+
+def device_cap_bytes(device: torch.device | str | int) -> int | None:
+    """The most this process may hold on a CUDA device: its total memory times the per-process
+    fraction (``torch.cuda.set_per_process_memory_fraction``, 1.0 unless set); None elsewhere."""
+    if not isinstance(device, int):
+        device = torch.device(device)
+        if device.type != "cuda" or not torch.cuda.is_available():
+            return None
+        device = device.index if device.index is not None else torch.cuda.current_device()
+    index = device
+    total = torch.cuda.get_device_properties(index).total_memory
+    getter = getattr(torch.cuda, "get_per_process_memory_fraction", None)
+    fraction = float(getter(index)) if getter is not None else _fractions.get(index, 1.0)
+    return int(total * min(max(fraction, 0.0), 1.0))
+
+
+def cuda_free_bytes(device: torch.device | str) -> int:
+    """What this process can still allocate on a CUDA device: the driver's free memory plus the
+    caching allocator's reserved-but-unused blocks, and never more than the per-process cap
+    (``set_per_process_memory_fraction``) minus what this process has allocated."""
+    device = torch.device(device)
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    driver_free, _ = torch.cuda.mem_get_info(index)
+    allocated = torch.cuda.memory_allocated(index)
+    reserved = torch.cuda.memory_reserved(index)
+    free = driver_free + max(reserved - allocated, 0)
+    cap = device_cap_bytes(index)
+    if cap is not None:
+        free = min(free, cap - allocated)
+    return max(int(free), 0)
+
+
 def free_memory_bytes(device: torch.device | str) -> int | None:
-    """Free memory on ``device`` in bytes, or None where it cannot be measured."""
+    """Free memory on ``device`` in bytes, or None where it cannot be measured. On CUDA outside
+    ComfyUI it respects the per-process memory fraction (see ``cuda_free_bytes``)."""
     device = torch.device(device)
     mm = comfy_memory.model_management()
     if mm is not None and device.type != "meta":
         return int(mm.get_free_memory(device))
     if device.type == "cuda" and torch.cuda.is_available():
-        return int(torch.cuda.mem_get_info(device)[0])
+        return cuda_free_bytes(device)
     if device.type == "mps" and hasattr(torch, "mps"):
         try:
             return int(torch.mps.recommended_max_memory() - torch.mps.driver_allocated_memory())

@@ -71,9 +71,11 @@ PREDICTED_OURS_MS = {
     ("prefill (vision + LLM)", "grouped"): 62, ("prefill (vision + LLM)", "varlen"): 55,
     ("decode ms/token", "static cache"): 21, ("decode ms/token", "compiled step"): 7.0,
     ("generate 64 tokens", "static cache"): 1380, ("generate 64 tokens", "compiled step"): 500,
-    ("SAM-2 set_image + predict, float32", "segment_with"): 65,
-    ("SAM-2 set_image + predict, bfloat16", "segment_with"): 45,
-    ("SAM-2 predict (1 box), float32", "cached"): 10, ("SAM-2 predict (1 box), bfloat16", "cached"): 10,
+    # SAM-2, written before the 2026-11-24 run with the encoder and decoder replayed as CUDA graphs
+    # (the first predictions, before any graph, were 65 / 45 / 10 / 10).
+    ("SAM-2 set_image + predict, float32", "segment_with"): 60,
+    ("SAM-2 set_image + predict, bfloat16", "segment_with"): 30,
+    ("SAM-2 predict (1 box), float32", "cached"): 3.0, ("SAM-2 predict (1 box), bfloat16", "cached"): 3.0,
 }
 
 
@@ -264,19 +266,55 @@ def sam_case(config, dtype, device, clock: Clock) -> list[dict]:
         bare_total = clock.measure(lambda: predict(*set_image()))
         ours_new = clock.measure(lambda: (forget(), ours())[1])
         ours_again = clock.measure(ours)
+        graphs = getattr(backend, "graphs", None)
+        graph_note = (f"graphs: {graphs.captures} recorded ({graphs.capture_seconds * 1000:.0f} ms once), "
+                      f"{graphs.replays} replays" if graphs is not None and graphs.captures else "no graphs")
+        profile = host_profile(ours, device)
+        # Control: the same engine with its CUDA graphs off (what the per-call host work costs alone).
+        previous = os.environ.get("AGENTIC_EDIT_CUDA_GRAPHS")
+        os.environ["AGENTIC_EDIT_CUDA_GRAPHS"] = "0"
+        try:
+            eager_new = clock.measure(lambda: (forget(), ours())[1])
+            eager_again = clock.measure(ours)
+        finally:
+            if previous is None:
+                os.environ.pop("AGENTIC_EDIT_CUDA_GRAPHS")
+            else:
+                os.environ["AGENTIC_EDIT_CUDA_GRAPHS"] = previous
     bare_mask, bare_score = bare_total["result"]
     our_mask, our_score = ours_new["result"].masks[0] > 0.5, ours_new["result"].scores[0]
     union = np.logical_or(bare_mask, our_mask).sum()
     iou = float(np.logical_and(bare_mask, our_mask).sum() / union) if union else 1.0
     score_error = abs(our_score - bare_score) / max(abs(bare_score), 1e-6)
     label = str(dtype).replace("torch.", "")
+    eager_mask = eager_new["result"].masks[0] > 0.5
+    eager_iou = float(np.logical_and(bare_mask, eager_mask).sum() / max(np.logical_or(bare_mask, eager_mask).sum(), 1))
+    again_mask = ours_again["result"].masks[0] > 0.5
+    again_iou = float(np.logical_and(bare_mask, again_mask).sum() / max(np.logical_or(bare_mask, again_mask).sum(), 1))
     return [
         row(f"SAM-2 set_image, {label}", bare_set, None, "bare only", None, ""),
         row(f"SAM-2 set_image + predict, {label}", bare_total, ours_new, "engines.segment.segment_with",
-            score_error, f"score; mask IoU {iou:.4f}", extra={"mask_iou": iou}),
+            score_error, f"mask IoU {iou:.4f}; {graph_note}; score", extra={"mask_iou": iou}),
         row(f"SAM-2 predict (1 box), {label}", bare_predict, ours_again,
-            "segment_with, same image again (cached embedding)", None, "same call as the row above"),
+            "segment_with, same image again (cached embedding)", None, f"mask IoU {again_iou:.4f}",
+            extra={"mask_iou": again_iou, "host_profile": profile}),
+        row(f"SAM-2 set_image + predict, {label}", bare_total, eager_new, "segment_with, graphs off (control)", None,
+            f"mask IoU {eager_iou:.4f}", extra={"mask_iou": eager_iou}),
+        row(f"SAM-2 predict (1 box), {label}", bare_predict, eager_again, "segment_with cached, graphs off (control)",
+            None, ""),
     ]
+
+
+def host_profile(fn, device) -> str:
+    """torch.profiler's table of one call (by self CPU time): where the host time of a call goes."""
+    if device.type != "cuda":
+        return ""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25)
 
 
 # ---- report -----------------------------------------------------------------------------------------

@@ -104,6 +104,7 @@ FP16_TOLERANCE = 1e-2   # relative error accepted as "equal within fp16" for a 3
 # whole image, ~0.25 s at 1024², ~1 s at 2048² on a server core; crop and paste back).
 PREDICTED_OURS_MS = {
     ("SDXL inpaint 1024², 30 steps", "pipe + graphed UNet"): 1570, ("SDXL inpaint 1024², 30 steps", "engine"): 1850,
+    ("SDXL inpaint 1024², 30 steps", "compiled, graphed"): 1400, ("SDXL inpaint 1024², 30 steps", "compiled UNet"): 1450,
     ("SD-1.5 inpaint 512², 50 steps", "pipe + graphed UNet"): 500, ("SD-1.5 inpaint 512², 50 steps", "engine"): 560,
     ("crop-and-stitch vs full, 2048², 5% mask", "crop"): 2900,
     ("full image 2048², 30 steps", "engine"): 8100,
@@ -164,8 +165,13 @@ class BenchEngine(InpaintEngine):
         slot = IPAdapterSlot(pipe, adapters) if model == "sdxl" else None
         obj = InpaintModel(pipe, self._family, scheduler, adapters, slot)
         resolved = ResolvedModel(path=Path(f"<bench>/{spec['key']}"), spec=None, source="path")
+        # With an index, as models.acquire passes it: the store compares devices exactly, and "cuda"
+        # against the weights' "cuda:0" would move every weight in again on each use.
+        device = torch.device(device)
+        if device.type == "cuda" and device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
         self._loaded = LoadedModel((str(resolved.path), str(device), str(dtype)), resolved, self._family, obj,
-                                   torch.device(device), dtype)
+                                   device, dtype)
 
     def load(self):
         return self._loaded
@@ -249,6 +255,8 @@ def model_rows(model: str, pipe, engine, spec: dict, clock: Clock) -> list[dict]
         engine_run = measure(clock, lambda: engine_call(engine, image, mask, spec))
         latents = rel_error(torch.as_tensor(graphed("latent")), torch.as_tensor(bare("latent")))
     recaptured = runner.stats.captures - captures  # the same shapes again (pipe, engine): must stay 0
+    compiled_rows = compiled_variant(name, pipe, engine, spec, clock, runner, graphed, bare_run, image, mask,
+                                     paste) if COMPILE_VARIANT[0] else []
     cpu = cpu_share(image, mask, {"full": side})
     reason = unet_graph.why_not_graphed(pipe.unet) or ""
     graph_note = (f"graphs: {captures} recorded, one-time +{first_ms - graph_run['ms']:.0f} ms on the first call "
@@ -276,6 +284,46 @@ def model_rows(model: str, pipe, engine, spec: dict, clock: Clock) -> list[dict]
             f"masked pixels; outside the paste mask bit-identical: {'yes' if outside_same else 'NO'}; CPU pre/post "
             f"{cpu['full_ms']:.0f} ms", {"outside_bit_identical": outside_same, "work_size": result.work_size,
                                          "cpu_breakdown": cpu}),
+    ] + compiled_rows
+
+
+COMPILE_VARIANT = [False]   # --compile on: also time the UNet compiled (AGENTIC_EDIT_COMPILE=1) and graphed
+
+
+def compiled_variant(name, pipe, engine, spec, clock, runner, graphed, bare_run, image, mask, paste) -> list[dict]:
+    """The same calls with ``AGENTIC_EDIT_COMPILE=1``: the UNet's forward compiled by inductor, then
+    recorded as a graph. The first call (compile + capture) is timed apart: the one-time cost."""
+    previous = os.environ.get(unet_graph.COMPILE_ENV)
+    os.environ[unet_graph.COMPILE_ENV] = "1"
+    try:
+        runner.clear()
+        with torch.no_grad():
+            first_ms, _ = timed_first(clock, graphed)
+            captures = runner.stats.captures
+            compiled_run = measure(clock, lambda: graphed()[0])
+            engine_run = measure(clock, lambda: engine_call(engine, image, mask, spec))
+            latents = rel_error(torch.as_tensor(graphed("latent")), torch.as_tensor(
+                pipe(**bare_call(image, paste, spec, "latent"), generator=torch.Generator("cpu").manual_seed(SEED)).images))
+    finally:
+        if previous is None:
+            os.environ.pop(unet_graph.COMPILE_ENV, None)
+        else:
+            os.environ[unet_graph.COMPILE_ENV] = previous
+        runner.clear()   # the rows after this one time the uncompiled graphs again
+    bare_image, full = bare_run["result"], paste == 1
+    image_error = rel_error(torch.from_numpy(compiled_run["result"]), torch.from_numpy(bare_image))
+    ours = engine_run["result"].images[0]
+    masked_error = rel_error(torch.from_numpy(ours[full]), torch.from_numpy(bare_image[full]))
+    outside_same = bool(np.array_equal(ours[paste == 0], image[paste == 0]))
+    note = (f"compile {runner.stats.compile_seconds:.0f} s once (first call {first_ms / 1000:.0f} s with the "
+            f"capture), re-recorded after: {runner.stats.captures - captures}")
+    extra = {"first_call_ms": first_ms, "compile_s": runner.stats.compile_seconds, "latents_rel_error": latents}
+    return [
+        row(name, bare_run, compiled_run, "pipe + compiled, graphed UNet (AGENTIC_EDIT_COMPILE=1)", image_error,
+            f"image; latents rel err {latents:.1e}; {note}", extra),
+        row(name, bare_run, engine_run, "engine, full mode, compiled UNet", masked_error,
+            f"masked pixels; outside the paste mask bit-identical: {'yes' if outside_same else 'NO'}",
+            {"outside_bit_identical": outside_same}),
     ]
 
 
@@ -354,7 +402,10 @@ def main(argv=None) -> int:
     parser.add_argument("--iters", type=int, default=None, help="timed runs per measurement (median)")
     parser.add_argument("--warmup", type=int, default=None)
     parser.add_argument("--json", default=None, help="where to write the JSON (default $OUT/bench_inpaint.json)")
+    parser.add_argument("--compile", choices=("on", "off"), default="off",
+                        help="also time the compiled + graphed UNet (AGENTIC_EDIT_COMPILE=1; minutes of compile)")
     args = parser.parse_args(argv)
+    COMPILE_VARIANT[0] = args.compile == "on"
 
     device = torch.device("cpu" if args.tiny or not torch.cuda.is_available() else "cuda")
     if device.type == "cpu" and not args.tiny:

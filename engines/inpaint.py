@@ -39,7 +39,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..models import acquire, get_spec, resolve
+from ..models import acquire, get_spec, load_device, resolve
 from . import crop_stitch, mask_ops
 from .geometry import Box
 from .imaging import to_mask_array, to_rgb_array
@@ -87,18 +87,28 @@ class InpaintModel:
         modules = [m for m in self.pipe.components.values() if isinstance(m, torch.nn.Module)]
         return modules + [self.adapters]
 
+    def release_device_caches(self) -> None:
+        """Drop the UNet's recorded CUDA graphs (their activation pools: ~0.5 GiB for SDXL at 1024²);
+        the model store calls this when it offloads the model."""
+        from .unet_graph import release_graphs
+
+        release_graphs(self.pipe.unet)
+
     @property
     def native_resolution(self) -> int:
         return int(self.pipe.unet.config.sample_size) * int(self.pipe.vae_scale_factor)
 
 
 def build_inpaint_model(resolved, device, dtype) -> InpaintModel:
-    """The store's build function: any inpainting folder or single file, on the CPU (``use()`` moves it)."""
+    """The store's build function: any inpainting folder (straight onto the device when it fits there, else
+    on the CPU) or single file (on the CPU); ``use()`` moves what is not where it runs."""
     import torch
 
     path = resolved.path
     family = model_family(path)
-    pipe = load_folder(path, family, dtype) if path.is_dir() else load_single_file(path, dtype)
+    # A folder loads straight onto the compute device when it fits there (no CPU copy then a move).
+    pipe = (load_folder(path, family, dtype, device=load_device(resolved, device, dtype)) if path.is_dir()
+            else load_single_file(path, dtype))
     pipe.set_progress_bar_config(disable=True)
     if dtype != torch.float16:
         # The VAE only overflows in fp16; in bf16/fp32 the SDXL pipeline's upcast round trip (a cast of

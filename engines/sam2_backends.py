@@ -23,13 +23,17 @@ so checking the key adds next to nothing to a repeated call.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import threading
+import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from .call_graphs import CallGraphs
 
 log = logging.getLogger(__name__)
 
@@ -87,13 +91,14 @@ class LastImage:
         return self.may_match(rgb, *where) and np.array_equal(self.pixels, rgb)
 
     def check(self, rgb: np.ndarray, *where) -> Future | None:
-        """None when ``rgb`` is certainly another image; otherwise the full comparison as a Future:
-        for a large image it runs in a worker thread (numpy compares without holding the GIL), so the
-        caller can work meanwhile. ``rgb`` must not change until the Future is done."""
+        """None when ``rgb`` is certainly another image; otherwise the full comparison as a Future
+        (``result()`` gives the answer): for a large image it runs in worker threads, in parts
+        (numpy compares without holding the GIL), so the caller can work meanwhile. ``rgb`` must
+        not change until it is done."""
         if not self.may_match(rgb, *where):
             return None
         if rgb.nbytes >= BACKGROUND_COMPARE_BYTES:
-            return _comparer().submit(np.array_equal, self.pixels, rgb)
+            return _compare_in_background(self.pixels, rgb)
         done: Future = Future()
         done.set_result(np.array_equal(self.pixels, rgb))  # small: quicker than a thread hand-off
         return done
@@ -111,8 +116,11 @@ def _pixel_grid(rgb: np.ndarray) -> np.ndarray:
     return rgb[:: max(1, rgb.shape[0] // 64), :: max(1, rgb.shape[1] // 64)]
 
 
-# Images from this size on (a 600x600 float image) are compared in the worker thread.
+# Images from this size on (a 600x600 float image) are compared in worker threads.
 BACKGROUND_COMPARE_BYTES = 1 << 22
+# A full comparison reads both images (24 MiB at 1024x1024 float): one core takes 1.5-3 ms, which
+# is longer than SAM-2's replayed decoder; split in parts, the cores of the machine share it.
+COMPARE_WORKERS = max(1, min(4, (os.cpu_count() or 1) - 1))
 _COMPARER: ThreadPoolExecutor | None = None
 _COMPARER_LOCK = threading.Lock()
 
@@ -121,8 +129,33 @@ def _comparer() -> ThreadPoolExecutor:
     global _COMPARER
     with _COMPARER_LOCK:
         if _COMPARER is None:
-            _COMPARER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sam2-cache-check")
+            _COMPARER = ThreadPoolExecutor(max_workers=COMPARE_WORKERS, thread_name_prefix="sam2-cache-check")
         return _COMPARER
+
+
+class _AllEqual:
+    """The Future-like result of a comparison split in parts: ``result()`` is True when every
+    part's pixels are equal."""
+
+    def __init__(self, parts: list[Future]):
+        self.parts = parts
+
+    def result(self) -> bool:
+        return all(part.result() for part in self.parts)
+
+    def done(self) -> bool:
+        return all(part.done() for part in self.parts)
+
+
+def _compare_in_background(last: np.ndarray, rgb: np.ndarray) -> _AllEqual:
+    """``np.array_equal(last, rgb)`` in worker threads (numpy compares without holding the GIL), in
+    up to ``COMPARE_WORKERS`` parts of whole rows; the caller may work meanwhile."""
+    parts = COMPARE_WORKERS if rgb.shape[0] >= COMPARE_WORKERS else 1
+    pool = _comparer()
+    if last.shape != rgb.shape or parts == 1:
+        return _AllEqual([pool.submit(np.array_equal, last, rgb)])
+    rows = [round(i * rgb.shape[0] / parts) for i in range(parts + 1)]
+    return _AllEqual([pool.submit(np.array_equal, last[a:b], rgb[a:b]) for a, b in zip(rows, rows[1:])])
 
 
 def _best(scores: torch.Tensor) -> torch.Tensor:
@@ -144,6 +177,11 @@ class TransformersSam2(torch.nn.Module):
     model, ``post_process_masks`` on the model's device) and adds no host copy of the image besides
     the cache key: results are bit-identical to it. Device work is queued first and read back once
     (``_decode`` then ``_collect``), so the host never waits on the GPU in between.
+
+    On CUDA the image encoder and each prompt shape's mask-decoder call are replayed as CUDA graphs
+    (``engines/call_graphs.py``; ``AGENTIC_EDIT_CUDA_GRAPHS=0`` turns them off): the same kernels
+    without their host cost, which is most of SAM-2's time on a fast GPU. The encoder's graph output
+    *is* the cached embedding; a new image overwrites it only after the cache was cleared.
     """
 
     def __init__(self, model, processor):
@@ -153,20 +191,33 @@ class TransformersSam2(torch.nn.Module):
         self._lock = threading.Lock()
         self._last = LastImage()
         self._cached: tuple = ()  # (embeddings, original sizes) of self._last
+        self.graphs = CallGraphs(lambda: [*self.model.parameters(), *self.model.buffers()], name="SAM-2")
 
     def clear_embedding_cache(self) -> None:
         self._last.forget()
         self._cached = ()
 
-    @torch.inference_mode()
-    def predict(self, rgb: np.ndarray, objects, multimask: list[bool], threshold: float):
+    def release_device_caches(self) -> None:
+        """Give back what only lives on the compute device (the store calls this before offloading):
+        the recorded graphs' memory and the kept embedding."""
         with self._lock:
-            return self._predict(rgb, objects, multimask, threshold)
+            self.clear_embedding_cache()
+            self.graphs.clear()
 
-    def _predict(self, rgb: np.ndarray, objects, multimask: list[bool], threshold: float):
+    @torch.inference_mode()
+    def predict(self, rgb: np.ndarray, objects, multimask: list[bool], threshold: float, check=None):
+        """``check``: None when ``rgb`` is checked float RGB 0..1; else a function giving the checked
+        pixels (or raising), run only when the image must be encoded: pixels equal to the cached
+        image's, bit for bit, were checked when they were cached."""
+        with self._lock:
+            return self._predict(rgb, objects, multimask, threshold, check)
+
+    def _predict(self, rgb: np.ndarray, objects, multimask: list[bool], threshold: float, check=None):
         param = next(self.model.parameters())
         device, dtype = param.device, param.dtype
         where = (str(device), str(dtype))
+        if device.type == "cuda":
+            self.graphs.check_weights()
         same = self._last.check(rgb, *where) if self._cached else None
         if same is not None:
             # The image passed the quick check, so it is almost surely the last one: decode with the
@@ -176,13 +227,28 @@ class TransformersSam2(torch.nn.Module):
             if same.result():
                 return self._collect(queued, len(objects))
             log.debug("the image matches the cached one on a pixel grid only: encoding it")
+        if check is not None:
+            rgb = check()
         self.clear_embedding_cache()  # until the new embedding and its key are both in place
-        # Float 0..1 pixels go in as they are (no 8-bit rounding): rescaling is off.
-        encoded = self.processor(images=rgb, do_rescale=False, return_tensors="pt")
-        embeddings = self.model.get_image_embeddings(encoded["pixel_values"].to(device, dtype))
+        # Float 0..1 pixels go in as they are (no 8-bit rounding): rescaling is off. The image may be
+        # a read-only view of the caller's frame (imaging.to_rgb_array); the processor only reads it.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            encoded = self.processor(images=rgb, do_rescale=False, return_tensors="pt")
+        pixels = encoded["pixel_values"].to(device, dtype)
+        embeddings = self.graphs("encode", lambda p: tuple(self.model.get_image_embeddings(p)), pixels)
         self._last.remember(rgb, *where)  # the host copy overlaps the encoder running on a GPU
-        self._cached = (embeddings, encoded["original_sizes"])
+        self._cached = (list(embeddings), encoded["original_sizes"])
         return self._collect(self._decode(self._cached, objects, multimask, threshold), len(objects))
+
+    def _mask_decoder(self, multi: bool, levels: int, names: tuple[str, ...]):
+        """The bare ``model(image_embeddings=..., <prompt tensors>)`` call as ``fn(*embeddings,
+        *prompt tensors) -> (pred_masks, iou_scores)``: what the graph records."""
+        def decode(*tensors):
+            out = self.model(image_embeddings=list(tensors[:levels]), multimask_output=multi,
+                             **dict(zip(names, tensors[levels:])))
+            return out.pred_masks, out.iou_scores
+        return decode
 
     def _decode(self, cached: tuple, objects, multimask: list[bool], threshold: float) -> list:
         """Queue the decoder and the upscaling for every prompt group; nothing is read back yet.
@@ -201,16 +267,20 @@ class TransformersSam2(torch.nn.Module):
                 prompt["input_points"] = [[[[p.x, p.y] for p in o.points] for o in group]]
                 prompt["input_labels"] = [[[int(p.positive) for p in o.points] for o in group]]
             tensors = self.processor(original_sizes=sizes, return_tensors="pt", **prompt)
-            inputs = {k: tensors[k].to(device) for k in ("input_boxes", "input_points", "input_labels") if k in tensors}
-            out = self.model(image_embeddings=embeddings, multimask_output=multi, **inputs)
-            logits, scores = out.pred_masks[0], out.iou_scores[0]          # [N, K, 256, 256], [N, K]
+            names = tuple(k for k in ("input_boxes", "input_points", "input_labels") if k in tensors)
+            decode = self._mask_decoder(multi, len(embeddings), names)
+            logits, scores = self.graphs(("decode", multi, names), decode, *embeddings,
+                                         *(tensors[k].to(device) for k in names))
+            logits, scores = logits[0], scores[0]                          # [N, K, 256, 256], [N, K]
             if logits.shape[1] == 1:
                 chosen, chosen_scores = logits[:, 0], scores[:, 0]
             else:
                 best = _best(scores)
                 rows = torch.arange(len(group), device=best.device)
                 chosen, chosen_scores = logits[rows, best], scores[rows, best]
-            chosen = chosen.float()                                        # [N, 256, 256]
+            # A replayed graph's outputs are overwritten by its next replay: keep a copy of the scores
+            # (the masks are upscaled into new tensors below, queued before any later replay).
+            chosen, chosen_scores = chosen.float(), chosen_scores.float().clone()   # [N, 256, 256], [N]
             for start in range(0, len(group), per_call):
                 # Upscale to the image's own size (SAM-2 resizes without padding: nothing to crop).
                 # Objects are upscaled together, in chunks so a large image never holds many
@@ -223,12 +293,15 @@ class TransformersSam2(torch.nn.Module):
 
     @staticmethod
     def _collect(queued: list, count: int) -> list:
-        """Read the queued masks and scores back: ``(bool mask [H, W], score)`` per object."""
+        """Read the queued masks and scores back: ``(float32 mask [H, W] of 0/1, score)`` per object.
+        The scores come first (tiny, and they wait for the same kernels), then each chunk's masks as
+        bytes, widened to float32 on the host: a quarter of the bytes over the bus."""
         results: list = [None] * count
         for indices, masks, scores in queued:
-            masks, scores = masks.cpu().numpy(), scores.float().cpu().tolist()
+            scores = scores.cpu().tolist()
+            masks = masks.cpu().numpy()
             for slot, index in enumerate(indices):
-                results[index] = (masks[slot], scores[slot])
+                results[index] = (masks[slot].astype(np.float32), scores[slot])
         return results
 
 
@@ -303,7 +376,9 @@ class MetaSam2(torch.nn.Module):
         self.predictor.reset_predictor()
 
     @torch.inference_mode()
-    def predict(self, rgb: np.ndarray, objects, multimask: list[bool], threshold: float):
+    def predict(self, rgb: np.ndarray, objects, multimask: list[bool], threshold: float, check=None):
+        if check is not None:
+            rgb = check()
         device = next(self.model.parameters()).device
         use_autocast = self.autocast_dtype is not None and device.type == "cuda"
         with self._lock, torch.autocast(device.type, dtype=self.autocast_dtype or torch.float32, enabled=use_autocast):

@@ -39,7 +39,7 @@ import logging
 import math
 import numbers
 from dataclasses import dataclass, field, replace
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -281,29 +281,33 @@ class SegmentResult:
 
 # ---- the engine --------------------------------------------------------------------------------
 
-# The largest float32 bit pattern in 0..1 (1.0): as unsigned integers, the bits of every float in
-# +0.0..1.0 are at most this, and those of negative numbers, -0.0, infinities and NaN are above it.
-_UNIT_FLOAT_BITS = np.float32(1.0).view(np.uint32)
-
-
 def _rgb_pixels(image) -> np.ndarray:
-    """``image`` as float32 RGB 0..1, without a copy when it already is one (ComfyUI's IMAGE frames,
-    the usual case); anything else goes through ``imaging.to_rgb_array``, which copies, checks for
-    NaN and clips (12 to 24 ms for a 1024x1024 image on a 2-core EPYC, more than SAM-2's decoder
-    takes on a GPU). One pass over the bits (0.3 to 0.7 ms) tells that a float image needs none of
-    that; the result is then the very values ``to_rgb_array`` would give, and the engine never
-    writes to the pixels, so sharing them is safe."""
-    if (isinstance(image, np.ndarray) and image.dtype == np.float32 and image.ndim == 3 and image.shape[-1] == 3
-            and image.size and image.flags.c_contiguous and image.view(np.uint32).max() <= _UNIT_FLOAT_BITS):
-        return image
+    """``image`` as float32 RGB 0..1: ``imaging.to_rgb_array``, which shares (read-only) a float32
+    image already in 0..1 instead of copying it, so the engine never writes to the caller's pixels."""
     return to_rgb_array(image, "image")
+
+
+def _pixels_and_check(image) -> tuple[np.ndarray, Callable[[], np.ndarray] | None]:
+    """The pixels to look up in the backend's embedding cache, and how to check them.
+
+    A float32 RGB array (ComfyUI's frames) goes in unchecked, as a read-only view, with
+    ``_rgb_pixels`` as its check: the backend runs the check only when it has to encode the image.
+    An image equal to the cached one, bit for bit, was checked when it was cached, so a repeated
+    call skips the pass over the pixels (0.3-0.7 ms at 1024x1024, on the host before the decoder
+    can start). Anything else is converted now and needs no further check."""
+    if isinstance(image, np.ndarray) and image.dtype == np.float32 and image.ndim == 3 and image.shape[-1] == 3 \
+            and image.shape[0] and image.shape[1]:
+        view = image.view()
+        view.flags.writeable = False
+        return view, lambda: _rgb_pixels(image)
+    return _rgb_pixels(image), None
 
 
 def segment_with(backend, image, boxes: Sequence = (), points: Sequence = (), *, objects: Sequence | None = None,
                  multimask="auto", per_object: bool = True, refine: Refinement | None = None,
                  mask_threshold: float = 0.0) -> SegmentResult:
     """Segment ``image`` with an already loaded backend (see ``SegmentEngine.segment``)."""
-    rgb = _rgb_pixels(image)
+    rgb, check = _pixels_and_check(image)
     height, width = rgb.shape[:2]
     mode = _multimask_mode(multimask)
     if refine is not None and not isinstance(refine, Refinement):
@@ -316,14 +320,18 @@ def segment_with(backend, image, boxes: Sequence = (), points: Sequence = (), *,
     objs = prepare_objects(width, height, boxes, points, objects)
     log.debug("segmenting %d object(s) on a %dx%d image", len(objs), width, height)
 
-    predicted = backend.predict(rgb, objs, [wants_multimask(o, mode) for o in objs], mask_threshold)
-    masks = [m.astype(np.float32) for m, _ in predicted]
+    predicted = backend.predict(rgb, objs, [wants_multimask(o, mode) for o in objs], mask_threshold, check=check)
+    masks = [np.asarray(m, dtype=np.float32) for m, _ in predicted]   # the transformers backend gives float32
     scores = [float(s) for _, s in predicted]
     if refine is not None and not refine.is_noop:
         masks = [refine.apply(m) for m in masks]
-    union = np.maximum.reduce(masks) if len(masks) > 1 else masks[0].copy()
+    # One object: its mask is the union, shared rather than copied (4 MB at 1024x1024); read-only, so
+    # neither can change the other behind the caller's back.
+    union = np.maximum.reduce(masks) if len(masks) > 1 else masks[0]
+    if len(masks) == 1:
+        union.flags.writeable = False
     if not per_object:
-        return SegmentResult(masks=[union.copy()], scores=[float(np.mean(scores))], union=union, objects=objs)
+        return SegmentResult(masks=[union], scores=[float(np.mean(scores))], union=union, objects=objs)
     return SegmentResult(masks=masks, scores=scores, union=union, objects=objs)
 
 

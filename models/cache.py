@@ -124,7 +124,7 @@ class LoadedModel:
         self.resolved = resolved
         self.family = family
         self.obj = obj
-        self.device = device
+        self.device = _normalize_device(device)  # "cuda" and "cuda:0" must compare equal when moving weights
         self.dtype = dtype
         self.modules = torch_modules(obj)
         self.size_bytes = module_bytes(self.modules)

@@ -90,3 +90,30 @@ def test_points_follow_sam3_convention():
     assert json.loads(points_to_wire(pts)) == [{"x": 3, "y": 4}, {"x": 5, "y": 6}]
     with pytest.raises(GeometryInputError, match="not valid JSON"):
         points_from_value("[{")
+
+
+def test_a_float_rgb_image_in_range_is_shared_read_only_and_others_are_converted_as_before():
+    """``to_rgb_array`` copies no float32 RGB image already in 0..1 (ComfyUI's frames): it returns a
+    read-only view with the same bits; anything else gets the checked, clipped float32 copy."""
+    rng = np.random.default_rng(11)
+    ready = rng.random((9, 13, 3), dtype=np.float32)
+    ready[0, 0] = (0.0, 1.0, 0.5)
+    for given in (ready, ready[:, ::-1], np.asfortranarray(ready)):
+        out = to_rgb_array(given)
+        assert np.shares_memory(out, given) and not out.flags.writeable
+        assert out.dtype == np.float32 and np.array_equal(out.view(np.uint32), np.asarray(given).view(np.uint32))
+    assert ready.flags.writeable  # the caller's own array keeps its flags
+    for name, value in {"above one": ready * np.float32(1.5), "negative": ready - np.float32(0.5),
+                        "minus zero": np.where(ready > 0.5, ready, np.float32(-0.0)),
+                        "float64": ready.astype(np.float64) * 1.2, "float16": ready.astype(np.float16)}.items():
+        out = to_rgb_array(value)
+        assert not np.shares_memory(out, value) and out.flags.writeable, name
+        expected = np.clip(np.asarray(value).astype(np.float32), 0.0, 1.0)   # the conversion's definition
+        assert np.array_equal(out.view(np.uint32), expected.view(np.uint32)), name
+    for bad in (np.nan, np.inf, -np.inf):
+        spoiled = ready.copy()
+        spoiled[2, 3, 1] = bad
+        with pytest.raises(ImageInputError, match="NaN or infinite"):
+            to_rgb_array(spoiled)
+    mask = ready[..., 0].copy()
+    assert not np.shares_memory(to_mask_array(mask), mask)  # masks are still copied (engines edit them)

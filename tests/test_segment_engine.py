@@ -300,15 +300,19 @@ def test_masks_upscaled_in_chunks_equal_those_upscaled_together(engine, image, m
 
 
 def test_a_ready_float_image_is_used_as_is_and_anything_else_converted():
-    """``segment_with`` skips ``to_rgb_array`` (a copy, a NaN check and a clip) only for float32 RGB
-    already in 0..1, where it would change nothing."""
+    """``segment_with`` copies nothing (no copy, no clip) for float32 RGB already in 0..1, where a
+    conversion would change nothing; it gets a read-only view of the caller's pixels."""
     ready = np.random.default_rng(5).random((37, 53, 3), dtype=np.float32)
     ready[0, 0] = (0.0, 1.0, 0.5)  # both ends of the range
-    assert _rgb_pixels(ready) is ready
+    shared = _rgb_pixels(ready)
+    assert np.shares_memory(shared, ready) and not shared.flags.writeable
+    np.testing.assert_array_equal(shared, ready)
+    flipped = ready[:, ::-1]
+    assert np.shares_memory(_rgb_pixels(flipped), ready)  # any layout: nothing to convert
     others = {
         "above one": ready * np.float32(1.5), "negative": ready - np.float32(0.25),
         "minus zero": np.where(ready > 0.5, ready, np.float32(-0.0)), "float64": ready.astype(np.float64),
-        "uint8": (ready * 255).astype(np.uint8), "not contiguous": ready[:, ::-1],
+        "uint8": (ready * 255).astype(np.uint8),
         "rgba": np.concatenate([ready, np.full_like(ready[..., :1], 0.5)], axis=-1), "grey": ready[..., 0],
     }
     for name, value in others.items():
@@ -543,3 +547,88 @@ def test_meta_checkpoint_in_the_models_folder_is_built_from_its_name(meta_checkp
             SegmentEngine("sam2.1_hiera_tiny.pt", device="cpu", dtype=torch.float32)
     finally:
         target.unlink()
+
+
+# ---- CUDA graphs (a CPU stand-in that re-runs the recorded function on replay) ----------------------
+
+class _TupleReplay:
+    """Stands in for ``unet_graph.CudaGraph`` on the CPU: ``capture`` leaves garbage in the outputs
+    (a real capture runs nothing), ``replay`` re-runs the function into the same tensors."""
+
+    def __init__(self, device):
+        self.fn = self.outputs = None
+
+    def capture(self, fn):
+        self.fn, self.outputs = fn, fn()
+        for tensor in self.outputs:
+            tensor.fill_(float("nan") if tensor.is_floating_point() else 0)
+        return self.outputs
+
+    def replay(self):
+        for static, fresh in zip(self.outputs, self.fn()):
+            static.copy_(fresh)
+
+
+def test_graph_replays_give_the_eager_masks_and_follow_the_weights(models_root, image, monkeypatch):
+    """The encoder and each prompt shape's decoder replay recorded graphs (a CPU stand-in here):
+    same masks and scores as eager, a graph per shape, dropped when the weights move and when the
+    store asks for device memory back."""
+    from agentic_edit.engines.call_graphs import CallGraphs
+
+    path = models_root / "sam2" / DEFAULT_MODEL
+    eager = sam2_backends.load_transformers_sam2(path, None, torch.float32)
+    graphed = sam2_backends.load_transformers_sam2(path, None, torch.float32)
+    graphed.graphs = CallGraphs(lambda: [*graphed.model.parameters(), *graphed.model.buffers()],
+                                graph_factory=_TupleReplay)
+    monkeypatch.setattr(CallGraphs, "enabled_for", lambda self, device: True)
+    other = np.ascontiguousarray(image[::-1])
+    calls = [dict(boxes=[BOX_A]), dict(points=[Point(60, 40)]), dict(boxes=[BOX_A, BOX_B]), dict(boxes=[BOX_C])]
+    for picture in (image, other, image):
+        graphed.clear_embedding_cache()
+        for kwargs in calls * 2:   # first sight of a shape: eager; the second records; then replays
+            want = segment_with(eager, picture, **kwargs)
+            got = segment_with(graphed, picture, **kwargs)
+            for x, y in zip(want.masks, got.masks):
+                np.testing.assert_array_equal(x, y)
+            assert want.scores == got.scores
+    graphs = graphed.graphs
+    assert graphs.captures >= 3 and graphs.replays > graphs.captures and graphs.graph_count <= graphs.max_graphs
+    graphs.check_weights()
+    first = next(graphed.model.parameters())
+    monkeypatch.setattr(first, "data", first.data.clone())   # what a move to another device does
+    graphs.check_weights()
+    assert graphs.graph_count == 0
+    segment_with(graphed, image, boxes=[BOX_A])
+    graphed.release_device_caches()
+    assert graphs.graph_count == 0 and not graphed._cached
+
+
+def test_unchecked_pixels_are_checked_whenever_they_are_not_the_cached_image(engine, image):
+    """A float32 frame goes to the backend unchecked; only pixels equal to the cached (checked)
+    image skip the check, so NaN is refused and out-of-range values are clipped as before, even
+    right after the same-looking image was cached."""
+    first = engine.segment(image, boxes=[BOX_A])
+    spoiled = image.copy()
+    spoiled[HEIGHT // 2 + 1, WIDTH // 2 + 1, 1] = np.nan   # off the sampled grid: passes the quick check
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        engine.segment(spoiled, boxes=[BOX_A])
+    bright = image * np.float32(1.5)
+    np.testing.assert_array_equal(engine.segment(bright, boxes=[BOX_A]).masks[0],
+                                  engine.segment(np.clip(bright, 0, 1), boxes=[BOX_A]).masks[0])
+    again = engine.segment(image, boxes=[BOX_A])
+    np.testing.assert_array_equal(again.masks[0], first.masks[0])
+    assert image.flags.writeable   # the caller's array is left as it was
+
+
+def test_a_large_image_is_compared_in_parts_and_any_difference_is_found(monkeypatch):
+    monkeypatch.setattr(sam2_backends, "COMPARE_WORKERS", 3)
+    big = np.random.default_rng(3).random((700, 640, 3), dtype=np.float32)   # over BACKGROUND_COMPARE_BYTES
+    assert big.nbytes >= sam2_backends.BACKGROUND_COMPARE_BYTES
+    last = LastImage()
+    last.remember(big, "cpu")
+    assert last.check(big.copy(), "cpu").result() is True
+    for row in (0, 233, 234, 466, 467, 699):   # each part, and the rows at their seams
+        changed = big.copy()
+        changed[row, 5, 2] = np.nextafter(changed[row, 5, 2], np.float32(2))
+        future = last.check(changed, "cpu")
+        assert future is not None and future.result() is False, row

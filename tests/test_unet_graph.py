@@ -360,3 +360,69 @@ def test_cuda_graph_replays_equal_eager_steps(sdxl):
     for step, (a, b) in enumerate(zip(ours, expected)):
         torch.testing.assert_close(a, b, rtol=2e-3, atol=2e-3, msg=f"step {step}")
     release_graphs(unet)
+
+
+# ---- AGENTIC_EDIT_COMPILE and the release hook ------------------------------------------------------------
+
+def test_compile_is_opt_in_and_the_warm_up_call_takes_the_capture_call_form(unet, monkeypatch):
+    """``AGENTIC_EDIT_COMPILE=1`` compiles the forward on CUDA only; the warm-up call passes every
+    argument by name with the timestep as a tensor, exactly as the capture does, so a compiled
+    forward meets the same guards twice (no recompile inside a capture)."""
+    for value, expected in (("", False), ("0", False), ("1", True), ("yes", True), ("off", False)):
+        monkeypatch.setenv(unet_graph.COMPILE_ENV, value)
+        assert unet_graph.compile_setting() is expected
+    runner = UNetGraphRunner(unet, graph_factory=ReexecutingGraph)
+    assert runner._forward(unet) is type(unet).forward   # on the CPU compile stays off
+    forms = []
+
+    def recording(self, *args, **kwargs):
+        forms.append((len(args), sorted(kwargs), type(kwargs.get("timestep")).__name__))
+        return type(self).forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(runner, "_forward", lambda unet: recording)
+    inputs = step_inputs(unet, 0)
+    inputs["timestep"] = 999   # a plain number, as some pipelines pass it
+    with torch.no_grad():
+        warm, captured = call(runner, inputs), call(runner, inputs)
+        assert torch.equal(warm, call(unet, inputs)) and torch.equal(captured, warm)
+    assert runner.stats.captures == 1 and len(forms) >= 2   # the stand-in graph re-runs it on replay too
+    assert all(form == forms[0] for form in forms) and forms[0][0] == 0 and forms[0][2] == "Tensor"
+
+
+def test_the_inpaint_model_drops_its_graphs_when_the_store_offloads_it(unet, monkeypatch):
+    from agentic_edit.engines.inpaint import InpaintModel
+
+    runner = runner_for(unet)
+    runner._graph_factory = ReexecutingGraph
+    runner.warmup_calls = 0
+    with torch.no_grad():
+        call(runner, step_inputs(unet, 0))
+    assert runner.graph_count == 1
+    pipe = type("Pipe", (), {"unet": unet, "components": {"unet": unet}})()
+    InpaintModel(pipe, "sdxl_inpaint", None, torch.nn.ModuleDict(), None).release_device_caches()
+    assert runner.graph_count == 0
+
+
+def test_the_store_asks_the_engine_object_to_release_device_caches_on_offload():
+    """models/cache.py: ``LoadedModel.offload`` calls the object's ``release_device_caches`` first
+    (the inpaint model drops its UNet graphs, SAM-2 its graphs and kept embedding)."""
+    from pathlib import Path
+
+    from agentic_edit.models import LoadedModel, ResolvedModel
+
+    class Engine:
+        def __init__(self):
+            self.module, self.released = torch.nn.Linear(2, 2), 0
+
+        def torch_modules(self):
+            return [self.module]
+
+        def release_device_caches(self):
+            self.released += 1
+
+    obj = Engine()
+    resolved = ResolvedModel(path=Path("<test>/hook"), spec=None, source="path")
+    loaded = LoadedModel(("<test>/hook", "cpu", "torch.float32"), resolved, "test", obj, torch.device("cpu"),
+                         torch.float32)
+    loaded.offload()
+    assert obj.released == 1

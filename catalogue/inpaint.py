@@ -1,7 +1,7 @@
 """Inpainting: fill a masked region (SD-1.5 / PrefPaint / SDXL), with a reference image
 (IP-Adapter), and removal."""
 
-from .models import engine_choices
+from .models import engine_choices, model_choices
 from .spec import CATEGORY_ROOT, NODE_PREFIX, Arg, Out, Tool
 
 _SCHEDULERS = ("default", "ddim", "euler", "euler_a", "dpmpp_2m", "dpmpp_2m_karras", "unipc", "pndm")
@@ -88,32 +88,53 @@ REFERENCE_INPAINT = Tool(
     search_aliases=("ip adapter", "ipadapter", "reference", "image prompt"),
 )
 
+REMOVE_METHODS = ("auto", "objectclear", "inpaint")
+
 REMOVE_OBJECT = Tool(
     name="remove_object",
     node_id=f"{NODE_PREFIX}RemoveObject",
     display_name="Remove Object",
     category=_CATEGORY,
-    description=("Removes what the mask covers and fills it with the surrounding scene (an inpaint prompted for "
-                 "empty background, on a grown mask). The 'method' output says which method ran."),
+    description=("Removes what the mask covers and fills it with the surrounding scene. With ObjectClear weights "
+                 "(models/objectclear/ObjectClear, non-commercial licence) the object's shadow and reflection go "
+                 "too, and 'effect_mask' shows them; otherwise an inpaint prompted for empty background fills a "
+                 "grown mask. The 'method' output says which method ran."),
     args=(
         Arg("image", "image", "The image to edit."),
-        Arg("mask", "mask", "The object to remove (include its shadow if you can)."),
+        Arg("mask", "mask", "The object to remove (ObjectClear finds its shadow itself; for the inpaint method "
+            "include the shadow if you can)."),
         _model("stable-diffusion-xl-1.0-inpainting-0.1"),
         Arg("grow", "float", "Grow the mask by this many pixels first, so no outline of the object is left.",
             default=12.0, minimum=0.0, maximum=256.0, step=1.0),
-        Arg("background_prompt", "string", "What the empty region should look like.",
+        Arg("background_prompt", "string", "What the empty region should look like (inpaint method).",
             default="empty background, seamless natural continuation of the surroundings, nothing there",
             multiline=True, agent=False),
-        Arg("negative_prompt", "string", "What must not appear.",
+        Arg("negative_prompt", "string", "What must not appear (inpaint method).",
             default="object, person, animal, text, watermark, blurry, artifacts", multiline=True, agent=False),
         *[a for a in _SAMPLING if a.name != "mask_grow"],
+        # New inputs go last so workflows saved before them keep their widget order.
+        Arg("method", "choice", "'auto': ObjectClear when its weights are installed, else inpaint; 'objectclear': "
+            "remove the object with its shadow and reflection (ObjectClear, downloaded once if allowed); "
+            "'inpaint': fill the grown mask with the inpainting model. ObjectClear's defaults (steps/guidance 0): 20 "
+            "steps, guidance 2.5.", default="auto", choices=REMOVE_METHODS),
+        Arg("objectclear_model", "choice", "ObjectClear weights: jixin0101/ObjectClear in models/objectclear "
+            "(NTU S-Lab License 1.0, non-commercial), a diffusers folder of that layout, or a path.",
+            default="ObjectClear", choices=model_choices("objectclear_loader", "objectclear"), agent=False),
+        Arg("resolution", "int", "ObjectClear's working short side in pixels (0: its training size, 512; 768 or "
+            "1024 keep more detail on large photos, slower).", default=0, minimum=0, maximum=2048, step=64,
+            agent=False),
+        Arg("effect_threshold", "float", "ObjectClear: how strongly a pixel must belong to the object or its "
+            "effects (attention map, 0..1) to be replaced; lower replaces more.", default=0.5, minimum=0.05,
+            maximum=0.95, step=0.05, agent=False),
     ),
     outputs=(
         Out("image", "image", "The image without the object."),
         Out("mask", "mask", "Where pixels were replaced."),
         Out("method", "string", "Which removal method ran, and notes."),
+        Out("effect_mask", "mask", "The object with its shadow and reflection as ObjectClear saw them (0..1); for "
+            "the inpaint method, the grown mask."),
     ),
-    search_aliases=("remove", "erase", "delete", "object removal", "clean up"),
+    search_aliases=("remove", "erase", "delete", "object removal", "clean up", "objectclear", "shadow removal"),
 )
 
 TOOLS = (INPAINT, REFERENCE_INPAINT, REMOVE_OBJECT)

@@ -1,11 +1,12 @@
-"""Text tool: draw text fitted into boxes (or the regions of a mask). No model weights; the work is
-done by ``engines/text_draw.py``."""
+"""Text tools: draw text fitted into boxes (or the regions of a mask; no model weights,
+``engines/text_draw.py``), and replace text (removal + drawing, ``engines/text_replace.py``)."""
 
 from __future__ import annotations
 
 import os
 import sys
 
+from .models import engine_choices, model_choices
 from .spec import CATEGORY_ROOT, NODE_PREFIX, Arg, Out, Tool
 
 CATEGORY = f"{CATEGORY_ROOT}/text"
@@ -115,4 +116,52 @@ DRAW_TEXT = Tool(
     search_aliases=("text", "caption", "write text", "sign text", "typography", "add text", "label"),
 )
 
-TOOLS = (DRAW_TEXT,)
+REMOVAL_METHODS = ("auto", "objectclear", "inpaint")  # engines.text_replace.REMOVAL_METHODS
+
+REPLACE_TEXT = Tool(
+    name="replace_text",
+    node_id=f"{NODE_PREFIX}ReplaceText",
+    display_name="Replace Text",
+    category=CATEGORY,
+    description=(
+        "Replace the text in boxes (e.g. a sign found by the grounding tool): the old text is removed (ObjectClear "
+        "when installed, else inpainting) and the new text is drawn fitted into every box, in the old text's "
+        "colour when 'match_color' is on. One text per box separated by '|' or new lines, or one text for all."),
+    args=(
+        Arg("image", "image", "The image with the old text."),
+        Arg("boxes", "boxes", "Where the old text is, one box per piece of text (from the grounding tool or Make "
+                              "Boxes); one list per image or one list for every image."),
+        Arg("text", "string", "The new text: one per box separated by '|' or new lines (in the boxes' order), or "
+                              "one text for every box.", default="", multiline=True),
+        Arg("match_color", "bool", "Draw the new text in the old text's colour (sampled from the original "
+                                   "pixels: the dominant colour that stands out from the box's background).",
+            default=True),
+        Arg("color", "color", "Text colour when 'match_color' is off or finds no text colour: 'auto' (black or "
+                              "white, whichever reads better), a hex colour or a name.", default="auto"),
+        Arg("removal", "choice", "How the old text is removed: 'auto' (ObjectClear when its weights are "
+                                 "installed, else inpainting), 'objectclear' or 'inpaint'.",
+            default="auto", choices=REMOVAL_METHODS),
+        Arg("font", "choice", "Font (see Draw Text in Boxes).", default=DEFAULT_FONT, choices=font_choices,
+            agent=False),
+        Arg("padding", "float", "Space kept clear inside each box edge, as a fraction of its shorter side.",
+            default=0.08, minimum=0.0, maximum=0.45, step=0.01, agent=False),
+        Arg("grow", "float", "Grow the boxes by this many pixels for the removal, so no outline of the old "
+                             "letters is left.", default=3.0, minimum=0.0, maximum=64.0, step=1.0, agent=False),
+        Arg("inpaint_model", "choice", "Inpainting model for the 'inpaint' removal.",
+            default="stable-diffusion-xl-1.0-inpainting-0.1",
+            choices=engine_choices("inpaint", "inpaint_model_choices"), agent=False),
+        Arg("objectclear_model", "choice", "ObjectClear weights for the 'objectclear' removal.",
+            default="ObjectClear", choices=model_choices("objectclear_loader", "objectclear"), agent=False),
+        Arg("steps", "int", "Removal denoising steps (0: the model's default).", default=0, minimum=0,
+            maximum=200, agent=False),
+        Arg("seed", "int", "Random seed of the removal.", default=0, minimum=0, maximum=2**63 - 1, agent=False),
+    ),
+    outputs=(
+        Out("image", "image", "The image with the new text."),
+        Out("mask", "mask", "Which pixels changed (the removal and the new letters)."),
+        Out("note", "string", "What ran: the removal method and each box's text and colour."),
+    ),
+    search_aliases=("replace text", "change text", "edit sign", "sign text", "rewrite text", "text swap"),
+)
+
+TOOLS = (DRAW_TEXT, REPLACE_TEXT)

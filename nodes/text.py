@@ -1,4 +1,5 @@
-"""Text node: a thin V3 wrapper around ``engines/text_draw.py``; its schema is ``catalogue/text.py``."""
+"""Text nodes: thin V3 wrappers around ``engines/text_draw.py`` and ``engines/text_replace.py``; their
+schemas are in ``catalogue/text.py``."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from comfy_api.latest import io
 from ..catalogue import text as catalogue
 from ..engines.geometry import boxes_per_image
 from ..engines.text_draw import TextInputError, draw_text, regions_from_mask
+from ..engines.text_replace import removal_function, replace_text, split_texts
 from .convert import arrays_to_image_batch, arrays_to_mask_batch, image_batch_to_arrays, mask_batch_to_arrays
+from .progress import BatchProgress
 from .schema import tool_schema
 
 
@@ -67,4 +70,40 @@ class DrawText(io.ComfyNode):
         return io.NodeOutput(arrays_to_image_batch(drawn), arrays_to_mask_batch(changed))
 
 
-NODES = [DrawText]
+class ReplaceText(io.ComfyNode):
+    TOOL = catalogue.REPLACE_TEXT
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return tool_schema(cls.TOOL)
+
+    @classmethod
+    def execute(cls, image: torch.Tensor, boxes, text: str, match_color: bool = True, color: str = "auto",
+                removal: str = "auto", font: str = catalogue.DEFAULT_FONT, padding: float = 0.08,
+                grow: float = 3.0, inpaint_model: str = "stable-diffusion-xl-1.0-inpainting-0.1",
+                objectclear_model: str = "ObjectClear", steps: int = 0, seed: int = 0) -> io.NodeOutput:
+        images = image_batch_to_arrays(image, "image")
+        regions = boxes_per_image(boxes, len(images), "boxes")
+        progress = BatchProgress(len(images), steps or 20)
+        font_dirs = catalogue.font_dirs()
+        drawn, changed, notes = [], [], []
+        for index, (array, frame) in enumerate(zip(images, regions)):
+            if not frame:
+                raise TextInputError(
+                    f"boxes: image {index} of the batch has no box: the old text was found nowhere. Check the "
+                    "grounding query (the words on the sign, or just 'text') or draw the boxes with Make Boxes")
+            texts = split_texts(text, len(frame))
+            remover = removal_function(removal, inpaint_model=inpaint_model, objectclear_model=objectclear_model,
+                                       seed=seed, steps=steps or None, progress=progress.for_item(index),
+                                       notes=notes)
+            result = replace_text(array, frame, texts, remove=remover, match_color=match_color, color=color,
+                                  grow=grow, font=font, font_dirs=font_dirs, padding=padding)
+            progress.item_done(index)
+            drawn.append(result.image)
+            changed.append(result.mask)
+            notes.extend(result.notes)
+        return io.NodeOutput(arrays_to_image_batch(drawn), arrays_to_mask_batch(changed),
+                             "; ".join(dict.fromkeys(notes)))
+
+
+NODES = [DrawText, ReplaceText]

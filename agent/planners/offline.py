@@ -7,6 +7,7 @@ intent into catalogued tool steps, each clause working on the previous clause's 
 * replace X with Y    -> segment_by_text(X) -> [write_prompts] -> inpaint(prompt=Y)
 * recolor X to C      -> segment_by_text(X) -> recolor(color=C)
 * write "T" at the top-> place_region(top) -> draw_text(text=T);  on X: ground(X) -> draw_text
+* change the sign to say "T" -> ground(text on the sign / the old text) -> replace_text(text=T)
 * draw boxes around X -> ground(X) -> render_boxes
 * add Y on X          -> insert_object
 * try this shirt on   -> try_on(garment=reference)
@@ -48,7 +49,7 @@ _REFERENCE_NAMES = ("reference", "reference_image", "garment", "garment_image", 
 
 PURPOSES = {
     "remove_object": "removing objects", "inpaint": "replacing objects", "recolor": "recolouring",
-    "draw_text": "writing text", "place_region": "writing text at a named place", "ground": "finding objects",
+    "draw_text": "writing text", "replace_text": "replacing text", "place_region": "writing text at a named place", "ground": "finding objects",
     "render_boxes": "drawing boxes", "insert_object": "inserting objects", "try_on": "trying on garments",
     "reference_inpaint": "editing with a reference image", "segment_by_text": "finding what to edit",
     "write_prompts": "a free-form edit (a model writes the inpainting prompt)",
@@ -292,6 +293,12 @@ class OfflinePlanner(Planner):
         if intent.color:
             values["color"] = intent.color
         build.edited(build.add("draw_text", values, {"image": build.image, "boxes": boxes}, required=["text"]))
+
+    def _replace_text(self, build: _Builder, intent: Intent) -> None:
+        build.need("replace_text")
+        boxes = build.boxes_of(intent.target)
+        build.edited(build.add("replace_text", {"text": intent.value}, {"image": build.image, "boxes": boxes},
+                               required=["text"]))
 
     def _highlight(self, build: _Builder, intent: Intent) -> None:
         build.need("render_boxes")

@@ -21,6 +21,7 @@ FORMS = (
     "add Y to / on / near X (put / place / insert Y ...)",
     "recolor X to C (make X C, paint X C, change the colour of X to C)",
     "write \"T\" at the top / bottom / left / ... or on X",
+    "change the sign to say \"T\" (replace the text \"A\" with \"B\")",
     "draw boxes around X (outline / highlight / find X)",
     "try this garment on the person (put this shirt on him)",
     "use the reference for X (make X look like the reference)",
@@ -31,8 +32,8 @@ FORMS_TEXT = "; ".join(FORMS) + "; and several of these joined by 'and', 'then',
 
 @dataclass(frozen=True)
 class Intent:
-    """One clause's edit. ``form`` is remove | replace | insert | recolor | write | highlight | try_on |
-    reference | edit; the other fields are filled as the form needs them."""
+    """One clause's edit. ``form`` is remove | replace | insert | recolor | write | replace_text | highlight |
+    try_on | reference | edit; the other fields are filled as the form needs them."""
 
     form: str
     clause: str
@@ -163,7 +164,7 @@ class Grammar:
 
     # --- one clause -------------------------------------------------------------------------
     def _clause(self, clause: str) -> Intent:
-        for parse in (self._try_on, self._write, self._highlight, self._reference, self._free_edit, self._recolor,
+        for parse in (self._try_on, self._replace_text, self._write, self._highlight, self._reference, self._free_edit, self._recolor,
                       self._remove, self._replace, self._insert):
             intent = parse(clause)
             if intent is not None:
@@ -267,6 +268,32 @@ class Grammar:
             position = default_position  # "on the image": anywhere, so the default place
         target = "" if position or not loc else self._object(loc)
         return Intent("write", self.restore(c), target=target, value=text, position=position, color=color)
+
+    def _replace_text(self, c: str) -> Intent | None:
+        """'change the sign to say "OPEN"', 'replace the text "SALE" with "SOLD"', 'change the text on the
+        sign to "OPEN"'. The target is what the grounding looks for: the old text, or the text on X."""
+        text_words = r"(?:text|words?|writing|lettering|wording|inscription)"
+        quoted = r"(?P<old>\x00\d+\x00)"
+        m = (self._match(rf"(?:replace|change|swap|substitute)\s+(?:the\s+)?(?:{text_words}\s+)?{quoted}\s+"
+                         r"(?:with|to|into|for|by)\s+(?P<y>.+)", c)
+             or self._match(rf"(?:replace|change|edit|update|rewrite)\s+(?:the\s+)?{text_words}\s+(?:on|of|in)\s+"
+                            r"(?P<x>.+?)\s+(?:to\s+say|to\s+read|to|with|into)\s+(?P<y>.+)", c)
+             or self._match(r"(?:change|edit|update|make|set|rewrite)\s+(?P<x>.+?)\s+(?:so\s+(?:that\s+)?it\s+)?"
+                            r"(?:to\s+)?(?:says?|reads?)\s+(?P<y>.+)", c))
+        if m is None:
+            return None
+        new = re.sub(r"^(?:say|read|saying|reading)\s+", "", self._words(self.restore(m.group("y"), keep_quotes=False)),
+                     flags=re.IGNORECASE).strip(" :")
+        if not new:
+            return None
+        groups = m.groupdict()
+        if groups.get("old"):
+            old = self.restore(groups["old"], keep_quotes=False).strip()
+            target = f'the text "{old}"' if old else "text"
+        else:
+            holder = self._object(groups["x"])
+            target = "text" if re.fullmatch(text_words, holder, re.IGNORECASE) else f"text on the {holder}"
+        return Intent("replace_text", self.restore(c), target=target, value=new)
 
     def _highlight(self, c: str) -> Intent | None:
         m = (self._match(r"(?:draw|put|add)\s+(?:a\s+)?(?:bounding\s+|red\s+)?(?:box|boxes|rectangles?|outlines?|"

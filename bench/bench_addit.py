@@ -52,6 +52,7 @@ from agentic_edit.engines import addit_attention as attention  # noqa: E402
 from agentic_edit.engines.addit import AdditEngine  # noqa: E402
 from agentic_edit.engines.addit_loader import BlockStreamer, FluxCore, FluxText  # noqa: E402
 from agentic_edit.engines.addit_run import AdditRun, image_ids  # noqa: E402
+from agentic_edit.models.devices import set_memory_fraction  # noqa: E402
 from bench.timing import Clock, environment  # noqa: E402
 from tests.tiny_models.flux import (FLUX_SCHEDULER, tiny_flux_vae, tiny_t5_tokenizer,  # noqa: E402
                                     tiny_transformer_config)
@@ -242,7 +243,7 @@ def run_row(profile, tiny, device, dtype, steps) -> dict:
         reset_peak(device)
         if device.type == "cuda":
             total = torch.cuda.get_device_properties(device).total_memory
-            torch.cuda.set_per_process_memory_fraction(min(1.0, GIB24 / total), device)
+            set_memory_fraction(min(1.0, GIB24 / total), device)
             capped = True
     reset_peak(device)
     began = time.perf_counter()
@@ -273,7 +274,7 @@ def run_row(profile, tiny, device, dtype, steps) -> dict:
         memory = peaks(device)
     finally:
         if capped:
-            torch.cuda.set_per_process_memory_fraction(1.0, device)
+            set_memory_fraction(1.0, device)
     gaps = np.diff(ticks[-(s["steps"] - s["st_step"]):]) * 1000 if len(ticks) > 2 else np.array([0.0])
     row = {"name": f"whole Add-it run, {profile} profile ({s['size'][0]}x{s['size'][1]}, {s['steps']} steps)",
            "run_s": run_s, "encode_s": encode_s, "text_build_s": build_s, "transformer_passes": run.total,

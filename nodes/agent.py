@@ -32,6 +32,7 @@ from ..catalogue.agent import AGENT_CONTINUE, AGENT_EDIT
 from ..catalogue.spec import Tool
 from .convert import image_batch_to_arrays
 from .schema import tool_schema
+from .web_events import announce_plan
 
 log = logging.getLogger(__name__)
 
@@ -189,6 +190,7 @@ class AgentPlanner(io.ComfyNode):
         run_id = new_run_id("edit")
         folder = run_dir(folder_paths.get_output_directory(), run_id)
         write_plan(folder, instruction, plan.to_dict(), planner_name)
+        announce_plan(run_id, instruction, plan.to_dict(), planner_name)  # the panel shows it on the node
         settings = {"grounding_model": grounding_model, "sam_model": sam_model}
         tools = all_tools()
         export_plan_workflows(plan, settings, folder, run_id, {"image": image, "reference": reference})

@@ -33,6 +33,7 @@ from ..catalogue.session import COMMIT_TURN
 from .convert import image_batch_to_arrays
 from .session_host import (artifact_input, end_stale_turns, forget_turn, image_tensor, output_root, remember_turn,
                            sessions_store, turn_owner)
+from .web_events import announce_plan
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +143,7 @@ def _expand_turn(store, sid, token, run_id, rgb, planned, said, settings, refere
     folder = run_dir(output_root(), run_id)
     write_plan(folder, planned, plan.to_dict(), planner_name,
                extra={"session": {"session": sid, "said": said}})
+    announce_plan(run_id, planned, plan.to_dict(), planner_name, session_id=sid)  # shown on the node
     image = image_tensor(rgb)
     refs = _session_refs(plan)
     sources = {"image": image, "reference": reference}

@@ -7,6 +7,10 @@
     POST /agentic_edit/sessions/{id}/rollback            {"turn": 2, "step": "s1"}   (step optional)
     POST /agentic_edit/sessions/{id}/branch              {"turn": 2}: rollback, said as "the next edit branches"
     GET  /agentic_edit/sessions/{id}/artifacts/{n}       an artifact's file
+    DELETE /agentic_edit/sessions/{id}                   {"deleted": id}
+    GET  /agentic_edit/sessions/{id}?limit=30&before=N   one page of turns, newest last (the web panel)
+    GET  /agentic_edit/sessions/{id}/turns/{n}/plan      the plan the turn ran; "workflow": exported or not
+    GET  /agentic_edit/sessions/{id}/turns/{n}/workflow  the plan as a UI workflow (?format=api: API format)
 
 Files are ``{"filename", "subfolder", "type"}`` for ComfyUI's ``/view`` plus the ready ``url``.
 Errors are ``{"error": message, "kind": exception class name}`` with 400 (bad id or body), 404
@@ -79,8 +83,27 @@ def _list():
     return {"sessions": routes_logic.list_sessions(sessions_store(), output_root())}
 
 
-def _detail(session_id: str):
-    return routes_logic.session_detail(sessions_store(), session_id, output_root())
+def _detail(session_id: str, query=None):
+    detail = routes_logic.session_detail(sessions_store(), session_id, output_root())
+    query = query or {}
+    if "limit" in query or "before" in query:
+        return routes_logic.detail_page(detail, query.get("before"), query.get("limit"))
+    return detail
+
+
+def _plan(session_id: str, turn: str):
+    return routes_logic.turn_plan(sessions_store(), session_id, turn, output_root())
+
+
+def _workflow(session_id: str, turn: str, kind: str):
+    return routes_logic.turn_workflow(sessions_store(), session_id, turn, output_root(), kind)
+
+
+def _delete(session_id: str):
+    store = sessions_store()
+    check_session_id(session_id)
+    end_stale_turns(store, session_id)
+    return routes_logic.delete_session(store, session_id)
 
 
 def _move(action: str, session_id: str, body: dict):
@@ -106,7 +129,20 @@ async def list_sessions(request: web.Request) -> web.Response:
 
 
 async def session_detail(request: web.Request) -> web.Response:
-    return await _answer(_detail, request.match_info["session_id"])
+    return await _answer(_detail, request.match_info["session_id"], dict(request.query))
+
+
+async def turn_plan(request: web.Request) -> web.Response:
+    return await _answer(_plan, request.match_info["session_id"], request.match_info["turn"])
+
+
+async def turn_workflow(request: web.Request) -> web.Response:
+    kind = request.query.get("format", "ui")
+    return await _answer(_workflow, request.match_info["session_id"], request.match_info["turn"], kind)
+
+
+async def delete_session(request: web.Request) -> web.Response:
+    return await _answer(_delete, request.match_info["session_id"])
 
 
 def _mover(action: str):
@@ -148,4 +184,7 @@ def register_routes(routes=None) -> bool:
     for action in ("undo", "redo", "rollback", "branch"):
         routes.post(f"{ROOT}/{{session_id}}/{action}")(_mover(action))
     routes.get(ROOT + "/{session_id}/artifacts/{artifact}")(artifact_file)
+    routes.delete(ROOT + "/{session_id}")(delete_session)
+    routes.get(ROOT + "/{session_id}/turns/{turn}/plan")(turn_plan)
+    routes.get(ROOT + "/{session_id}/turns/{turn}/workflow")(turn_workflow)
     return True

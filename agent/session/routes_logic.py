@@ -172,3 +172,79 @@ def apply_route(store, session_id: str, route: Route, *, owner=None, output_root
 def artifact_file(store, session_id: str, artifact_id) -> Path:
     """The file of an artifact of this session (a route that serves it checks nothing else)."""
     return store.artifact_path(check_session_id(session_id), parse_int(artifact_id, "artifact"))
+
+
+# --- what the web panel reads besides the session (additive: the plan, the exported workflow) -----
+PAGE_LIMIT_MAX = 500
+
+
+def detail_page(detail: dict, before=None, limit=None) -> dict:
+    """``detail`` with only the newest ``limit`` turns numbered below ``before`` (the panel pages a long
+    session from the end); ``turns_total`` and ``more_before`` tell it whether to ask for more."""
+    turns = detail["turns"]
+    if before is not None:
+        cut = parse_int(before, "before")
+        turns = [t for t in turns if t["turn"] < cut]
+    if limit is not None:
+        count = parse_int(limit, "limit", 1)
+        if count > PAGE_LIMIT_MAX:
+            raise errors.SessionError(f"limit must be at most {PAGE_LIMIT_MAX}, not {count}")
+        turns = turns[-count:]
+    more = bool(turns) and turns[0]["turn"] > min((t["turn"] for t in detail["turns"]), default=0)
+    return {**detail, "turns": turns, "turns_total": len(detail["turns"]), "more_before": more}
+
+
+def _turn_folder(store, session_id: str, turn, output_root) -> tuple[int, Path]:
+    """The run folder of one turn (``<output>/agentic_edit/runs/<run_id>``), or ``TurnNotFound``."""
+    from ..trace import run_dir
+
+    number = parse_int(turn, "turn")
+    state = store.state(check_session_id(session_id))
+    info = state.turns.get(number)
+    if info is None:
+        raise errors.TurnNotFound(f"session {session_id} has no turn {number} (it has 0 to {max(state.turns)})")
+    if not info.run_id or output_root is None:
+        raise errors.ArtifactNotFound(f"turn {number} of session {session_id} has no run folder "
+                                      "(turn 0 is the original picture; navigation turns run no plan)")
+    return number, run_dir(output_root, info.run_id)
+
+
+def _read_json(path: Path, number: int):
+    import json
+
+    if not path.is_file():
+        raise errors.ArtifactNotFound(f"turn {number} has no {path.name} in {path.parent} (the run folder was moved "
+                                      "or deleted, or the run wrote none)")
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise errors.SessionStorageError(f"turn {number}: cannot read {path}: {exc}") from None
+
+
+def turn_plan(store, session_id: str, turn, output_root=None) -> dict:
+    """The plan a turn ran (instruction, planner, steps with their tools, args and inputs, notes) and
+    whether it was exported as a standalone workflow (a plan that reads stored regions is not)."""
+    number, folder = _turn_folder(store, session_id, turn, output_root)
+    header = _read_json(folder / "plan.json", number)
+    return {"turn": number, "run_id": folder.name, "instruction": header.get("instruction"),
+            "planner": header.get("planner"), "plan": header.get("plan", {}),
+            "workflow": (folder / "workflow.json").is_file()}
+
+
+def turn_workflow(store, session_id: str, turn, output_root=None, kind: str = "ui") -> dict:
+    """The turn's plan as an ordinary workflow: ``ui`` (opens on the canvas) or ``api`` (for /prompt)."""
+    if kind not in ("ui", "api"):
+        raise errors.SessionError(f"format must be 'ui' or 'api', not {kind!r}")
+    number, folder = _turn_folder(store, session_id, turn, output_root)
+    name = "workflow.json" if kind == "ui" else "workflow_api.json"
+    if not (folder / name).is_file() and (folder / "plan.json").is_file():
+        raise errors.ArtifactNotFound(f"turn {number} of session {session_id} has no standalone workflow: its "
+                                      "plan reads regions stored in the session (\"it\", \"the cat\"), which only "
+                                      "the session can replay")
+    return _read_json(folder / name, number)
+
+
+def delete_session(store, session_id: str, *, owner=None) -> dict:
+    """Deletes a session with its turns and files (refused while another client's turn runs)."""
+    store.delete_session(check_session_id(session_id), owner=owner)
+    return {"deleted": session_id}

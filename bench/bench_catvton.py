@@ -15,11 +15,19 @@ index layout is written and loaded through the engine's loader (timed apart, onc
   (the authors: "< 8 GB" at 1024x768).
 
 Goal: ours per step <= 0.6 x bare (anchors on the H100: bare eager 68.7 ms per step, compute floor
-21.9 ms; shared/research/gpu-baseline.md). ``--compile on`` adds rows with the UNet compiled
-(AGENTIC_EDIT_COMPILE=1) and graphed.
+21.9 ms; shared/research/gpu-baseline.md). ``--variants`` picks the "ours" rows, each on the same
+bare row: ``torch`` (SDPA in PyTorch's order, FlashAttention-2: the engine before
+engines/sdpa_choice.py), ``auto`` (the engine's default: cuDNN attention first on Hopper; it also
+gets the whole try-on row), ``compiled`` (auto plus AGENTIC_EDIT_COMPILE=1: minutes of compile),
+``benchmark`` (auto with ``torch.backends.cudnn.benchmark``: cuDNN times its convolution algorithms
+once per shape instead of taking its heuristic's pick), ``channels_last`` (auto with the UNet's
+weights in channels-last; run last, it converts them).
+``--compile on`` adds ``compiled``. ``--probe`` times each SDPA backend alone on the UNet's attention
+shapes (fp32 reference on two heads); ``--profile`` lists the GPU kernels of one eager step per SDPA
+order, by time.
 
     python3 bench/bench_catvton.py                  # on the GPU machine, from the repository root
-    python3 bench/bench_catvton.py --dtypes fp16    # one dtype; --compile on adds compiled rows
+    python3 bench/bench_catvton.py --dtypes fp16 --probe --profile --variants torch,auto,compiled
     python3 bench/bench_catvton.py --tiny           # tiny configs on the CPU: checks the script itself
 
 Prints a markdown table; writes $OUT/bench_catvton.json when OUT is set (or --json PATH).
@@ -28,6 +36,7 @@ Prints a markdown table; writes $OUT/bench_catvton.json when OUT is set (or --js
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import os
@@ -45,11 +54,13 @@ from tests.pack import import_pack  # noqa: E402
 
 import_pack()
 from agentic_edit.engines import catvton_loader as loader  # noqa: E402
+from agentic_edit.engines import sdpa_choice  # noqa: E402
 from agentic_edit.engines import tryon_images as images  # noqa: E402
 from agentic_edit.engines import unet_graph  # noqa: E402
 from agentic_edit.engines.catvton import CatVTONEngine, CatVTONUNet, _encode, _settings  # noqa: E402
 from agentic_edit.models import LoadedModel, ResolvedModel, set_memory_profile  # noqa: E402
 from bench.bench_inpaint import SD15_UNET, SD15_VAE, TINY  # noqa: E402
+from bench.catvton_kernels import kernel_profiles, probe_table, profile_table, sdpa_probe  # noqa: E402
 from bench.timing import Clock, environment, markdown, rel_error  # noqa: E402
 
 WORK = (1024, 768)            # height, width: the paper's size for mix-48k-1024
@@ -59,10 +70,15 @@ BARE_STEP_ANCHOR_MS, FLOOR_STEP_MS, GOAL = 68.7, 21.9, 0.6
 AUTHORS_PEAK_GB = 8.0
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 TOLERANCE = {"fp16": 1e-2, "bf16": 3e-2}
-# What an H100 should show, written before the first GPU run: the graphed step near the compute floor
-# plus the scheduler's few small kernels (~25 ms); the whole try-on adds two 1024x768 VAE encodes and a
-# decode (~150 ms together) and the CPU's crop, resize and paste (~150 ms).
-PREDICTED_MS = {"denoise": 25.0 * STEPS, "whole": 25.0 * STEPS + 300}
+# What an H100 should show, written before each GPU run (per 50 steps). First run: the graphed step near
+# the compute floor (~25 ms) -- measured 69 ms: the step is GPU-bound, not launch-bound. Second run
+# (engines/sdpa_choice.py): the first level's five 24 576-token attentions take ~7 ms each in FA2
+# (64-wide kernel for 40 channels, exponentials not overlapped: ~35 of the 69 ms); cuDNN's Hopper kernel
+# ~4 ms each, so ~15 ms less a step (54); compiled: 54.6 measured with FA2, ~40 with cuDNN. The whole
+# try-on adds ~530 ms to the loop (measured: VAE encodes and decode, CPU crop, resize and paste).
+PREDICTED_MS = {"torch": 69.0 * STEPS, "auto": 54.0 * STEPS, "compiled": 40.0 * STEPS,
+                "channels_last": 52.0 * STEPS, "benchmark": 52.0 * STEPS, "whole": 54.0 * STEPS + 530}
+VARIANTS = ("torch", "auto", "benchmark", "compiled", "channels_last")
 
 
 def build(tiny: bool, device, dtype):
@@ -197,7 +213,30 @@ def timed_once(clock: Clock, fn):
     return (time.perf_counter() - began) * 1000, result, peak
 
 
-def dtype_rows(name: str, dtype, args, device, clock: Clock, work, photo, steps) -> list[dict]:
+@contextlib.contextmanager
+def variant_setting(variant: str, unet):
+    """The engine's settings for one "ours" variant (environment variables it reads per call)."""
+    saved = {k: os.environ.get(k) for k in (sdpa_choice.ENV, unet_graph.COMPILE_ENV)}
+    benchmark = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = variant == "benchmark"
+    os.environ[sdpa_choice.ENV] = "torch" if variant == "torch" else "auto"
+    os.environ.pop(unet_graph.COMPILE_ENV, None)
+    if variant == "compiled":
+        os.environ[unet_graph.COMPILE_ENV] = "1"
+    if variant == "channels_last":
+        unet.to(memory_format=torch.channels_last)   # in place; the graphs see new weights and re-record
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = benchmark
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def dtype_rows(name: str, dtype, args, device, clock: Clock, work, photo, steps, variants) -> list[dict]:
     unet, vae = build(args.tiny, device, dtype)
     with tempfile.TemporaryDirectory() as folder:
         attention = write_release_file(unet, Path(folder))
@@ -208,48 +247,88 @@ def dtype_rows(name: str, dtype, args, device, clock: Clock, work, photo, steps)
     masked, cloth, mask_work = frame_latents(engine, person, garment, mask, work)
     runner = unet_graph.runner_for(unet)
     label = f"CatVTON {work[0]}x{work[1]}, {steps} steps, {name}"
+    extras: dict = {}
+    if args.probe:
+        extras["sdpa_probe"] = sdpa_probe(unet, masked, dtype, device, clock)
+        print(probe_table(extras["sdpa_probe"]), flush=True)
+    if args.profile:
+        extras["kernel_profile"] = kernel_profiles(unet, masked, device)
+        print(profile_table(extras["kernel_profile"]), flush=True)
     with torch.no_grad():
         bare = measure(clock, lambda: bare_loop(unet, engine.unet_handle.obj.scheduler_config, masked, cloth,
                                                 mask_work, steps))
-        runner.clear()
+    rows = []
+    for variant in variants:
+        done = len(rows)
+        try:
+            rows.extend(variant_rows(variant, engine, runner, clock, bare, label, (masked, cloth, mask_work),
+                                     (person, garment, mask), work, steps, name, load_ms, count))
+        except Exception as exc:
+            import traceback
+
+            traceback.print_exc()
+            rows.append(dict(name=f"{label}, {variant}", error=f"{type(exc).__name__}: {exc}"))
+        print(f"{name} {variant}:\n{markdown(rows[done:])}", flush=True)
+    if rows and extras:
+        rows[0].update(extras)
+    return rows   # the models go with this frame; main() collects them before the next dtype
+
+
+def variant_rows(variant, engine, runner, clock, bare, label, latents, photo_inputs, work, steps, name, load_ms,
+                 count) -> list[dict]:
+    masked, cloth, mask_work = latents
+    person, garment, mask = photo_inputs
+    unet = engine.unet_handle.obj.unet
+    with torch.no_grad(), variant_setting(variant, unet):
+        runner.clear()   # graphs recorded under another variant's kernels must not be replayed
+        backend = sdpa_choice.preferred_backend(unet_graph.unet_device(unet)) or "in PyTorch's order"
+        before, compile_s = runner.stats.captures, runner.stats.compile_seconds
+        replays, failures = runner.stats.replays, runner.stats.failures
         first_ms, _, _ = timed_once(clock, lambda: ours_loop(engine, masked, cloth, mask_work, steps))
-        captures = runner.stats.captures
+        after_first = runner.stats.captures
         ours = measure(clock, lambda: ours_loop(engine, masked, cloth, mask_work, steps))
-        recaptured = runner.stats.captures - captures
-        whole_ms, _, whole_peak = timed_once(clock, lambda: engine.try_on(person, garment, mask, steps=steps,
-                                                                          seed=SEED, height=work[0], width=work[1]))
-        whole = measure(clock, lambda: engine.try_on(person, garment, mask, steps=steps, seed=SEED, height=work[0],
-                                                     width=work[1]), warmup=0)
+        recaptured = runner.stats.captures - after_first
+        whole = None
+        if variant == "auto":
+            whole_ms, _, whole_peak = timed_once(clock, lambda: engine.try_on(
+                person, garment, mask, steps=steps, seed=SEED, height=work[0], width=work[1]))
+            whole = measure(clock, lambda: engine.try_on(person, garment, mask, steps=steps, seed=SEED,
+                                                         height=work[0], width=work[1]), warmup=0)
     error = rel_error(ours["result"], bare["result"])
     ok = bool(np.isfinite(error) and error <= TOLERANCE[name])
     per_step = {"bare": bare["ms"] / steps, "ours": ours["ms"] / steps}
     ratio = per_step["ours"] / per_step["bare"]
-    graphed = runner.stats.replays > 0
+    graphed = runner.stats.replays > replays
+    what = "graphed UNet" if graphed else "eager: no CUDA graphs"
+    failed = runner.stats.failures - failures
     rows = [
-        dict(name=label, variant="denoise loop (graphed UNet)" if graphed else "denoise loop (eager: no CUDA graphs)",
-             bare_ms=bare["ms"], ours_ms=ours["ms"], ratio=ratio, bare_peak_gib=bare["peak_gib"],
-             ours_peak_gib=ours["peak_gib"], bare_peak_reserved_gib=bare["peak_reserved_gib"],
-             ours_peak_reserved_gib=ours["peak_reserved_gib"],
-             predicted_ours_ms=PREDICTED_MS["denoise"] * steps / STEPS,
-             bare_ms_per_step=per_step["bare"], ours_ms_per_step=per_step["ours"], first_call_ms=first_ms,
-             capture_s=runner.stats.capture_seconds, recaptured=recaptured, rel_error=error, equal_within_tol=ok,
+        dict(name=label, variant=f"denoise loop ({what}), {variant}: SDPA {backend}", bare_ms=bare["ms"],
+             ours_ms=ours["ms"], ratio=ratio, bare_peak_gib=bare["peak_gib"], ours_peak_gib=ours["peak_gib"],
+             bare_peak_reserved_gib=bare["peak_reserved_gib"], ours_peak_reserved_gib=ours["peak_reserved_gib"],
+             predicted_ours_ms=PREDICTED_MS[variant] * steps / STEPS, sdpa=backend, setting=variant,
+             bare_ms_per_step=per_step["bare"], ours_ms_per_step=per_step["ours"], ours_min_ms=ours["min_ms"],
+             ours_max_ms=ours["max_ms"], bare_min_ms=bare["min_ms"], bare_max_ms=bare["max_ms"],
+             first_call_ms=first_ms, compile_s=runner.stats.compile_seconds - compile_s or None,
+             captures_first_call=after_first - before, capture_failures=failed,
+             eager_reason=None if graphed else runner.stats.last_eager_reason, capture_s=runner.stats.capture_seconds, recaptured=recaptured, rel_error=error, equal_within_tol=ok,
              check=(f"latents rel err {error:.2e} ({'ok' if ok else 'DIFFERENT'}); per step bare "
                     f"{per_step['bare']:.1f} ms (anchor {BARE_STEP_ANCHOR_MS}), ours {per_step['ours']:.1f} ms (floor "
                     f"{FLOOR_STEP_MS}); ours/bare {ratio:.2f} (goal <= {GOAL}: "
                     f"{'met' if ratio <= GOAL else 'NOT met'}); "
                     f"first call {first_ms:.0f} ms with the capture, re-recorded after: {recaptured}")),
-        dict(name=label, variant="whole try-on (engine)", bare_ms=bare["ms"], ours_ms=whole["ms"],
-             ratio=whole["ms"] / bare["ms"], bare_peak_gib=bare["peak_gib"], ours_peak_gib=whole_peak,
-             bare_peak_reserved_gib=bare["peak_reserved_gib"], ours_peak_reserved_gib=whole["peak_reserved_gib"],
-             predicted_ours_ms=PREDICTED_MS["whole"] * steps / STEPS, attention_load_ms=load_ms,
-             attention_tensors=count,
-             first_call_ms=whole_ms,
-             check=(f"bare column: the bare denoise loop alone; peak {_gib(whole_peak)} GiB allocated, "
-                    f"{_gib(whole['peak_reserved_gib'])} GiB reserved (authors: < {AUTHORS_PEAK_GB:g} GB: "
-                    f"{_authors_check(whole['peak_reserved_gib'])}); "
-                    f"attention file {count} tensors loaded in {load_ms:.0f} ms")),
     ]
-    return rows   # the models go with this frame; main() collects them before the next dtype
+    if whole is not None:
+        rows.append(dict(
+            name=label, variant=f"whole try-on (engine), {variant}", bare_ms=bare["ms"], ours_ms=whole["ms"],
+            ratio=whole["ms"] / bare["ms"], bare_peak_gib=bare["peak_gib"], ours_peak_gib=whole_peak,
+            bare_peak_reserved_gib=bare["peak_reserved_gib"], ours_peak_reserved_gib=whole["peak_reserved_gib"],
+            predicted_ours_ms=PREDICTED_MS["whole"] * steps / STEPS, attention_load_ms=load_ms,
+            attention_tensors=count, first_call_ms=whole_ms,
+            check=(f"bare column: the bare denoise loop alone; peak {_gib(whole_peak)} GiB allocated, "
+                   f"{_gib(whole['peak_reserved_gib'])} GiB reserved (authors: < {AUTHORS_PEAK_GB:g} GB: "
+                   f"{_authors_check(whole['peak_reserved_gib'])}); "
+                   f"attention file {count} tensors loaded in {load_ms:.0f} ms")))
+    return rows
 
 
 def _authors_check(reserved_gib) -> str:
@@ -270,6 +349,10 @@ def main(argv=None) -> int:
     parser.add_argument("--iters", type=int, default=None, help="timed runs per measurement (median)")
     parser.add_argument("--compile", choices=("on", "off"), default="off",
                         help="also time the UNet compiled and graphed (AGENTIC_EDIT_COMPILE=1; minutes of compile)")
+    parser.add_argument("--variants", default="torch,auto",
+                        help=f"comma list of the 'ours' rows: {', '.join(VARIANTS)} (channels_last runs last)")
+    parser.add_argument("--probe", action="store_true", help="time each SDPA backend on the UNet's attention shapes")
+    parser.add_argument("--profile", action="store_true", help="GPU kernels of one eager step, per SDPA order")
     parser.add_argument("--json", default=None, help="where to write the JSON (default $OUT/bench_catvton.json)")
     args = parser.parse_args(argv)
     device = torch.device("cpu" if args.tiny or not torch.cuda.is_available() else "cuda")
@@ -278,6 +361,11 @@ def main(argv=None) -> int:
     names = [d.strip() for d in args.dtypes.split(",") if d.strip()]
     if not names or set(names) - set(DTYPES):
         parser.error("--dtypes: use fp16 and/or bf16")
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()] + (["compiled"] if args.compile == "on"
+                                                                             else [])
+    if not variants or set(variants) - set(VARIANTS):
+        parser.error(f"--variants: use {', '.join(VARIANTS)}")
+    variants = sorted(dict.fromkeys(variants), key=lambda v: v == "channels_last")   # it converts the weights
     if args.tiny:
         torch.set_num_threads(1)
     import diffusers
@@ -289,37 +377,31 @@ def main(argv=None) -> int:
     clock = Clock(device, warmup=1, iters=args.iters or (1 if args.tiny else 3))
     rows: list[dict] = []
     report = {"environment": dict(environment(device), diffusers=diffusers.__version__,
-                                  cuda_graphs=unet_graph.cuda_graphs_setting()), "rows": rows,
+                                  cuda_graphs=unet_graph.cuda_graphs_setting(),
+                                  sdpa_set_priority=sdpa_choice.can_set_priority(),
+                                  cudnn=torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+                                  variants=variants), "rows": rows,
               "anchors": {"bare_step_ms": BARE_STEP_ANCHOR_MS, "floor_step_ms": FLOOR_STEP_MS, "goal": GOAL,
                           "authors_peak_gb": AUTHORS_PEAK_GB}}
     print(json.dumps(report["environment"]), flush=True)
     target = args.json or (os.path.join(os.environ["OUT"], "bench_catvton.json") if os.environ.get("OUT") else None)
-    variants = [False] + ([True] if args.compile == "on" else [])
     for name in names:
-        for compiled in variants:
-            began = time.perf_counter()
-            if compiled:
-                os.environ[unet_graph.COMPILE_ENV] = "1"
-            try:
-                new = dtype_rows(name, DTYPES[name], args, device, clock, work, photo, steps)
-                if compiled:
-                    new = [dict(r, variant=r["variant"] + ", compiled (AGENTIC_EDIT_COMPILE=1)") for r in new]
-                rows.extend(new)
-            except Exception as exc:
-                import traceback
+        began = time.perf_counter()
+        try:
+            rows.extend(dtype_rows(name, DTYPES[name], args, device, clock, work, photo, steps, variants))
+        except Exception as exc:
+            import traceback
 
-                traceback.print_exc()
-                rows.append(dict(name=f"{name}{' compiled' if compiled else ''}", error=f"{type(exc).__name__}: {exc}"))
-            finally:
-                os.environ.pop(unet_graph.COMPILE_ENV, None)
-                gc.collect()
-                if device.type == "cuda":
-                    torch.cuda.empty_cache()
-            print(f"{name}{' compiled' if compiled else ''}: {time.perf_counter() - began:.0f} s\n{markdown(rows)}",
-                  flush=True)
-            if target:
-                Path(target).parent.mkdir(parents=True, exist_ok=True)
-                Path(target).write_text(json.dumps(report, indent=1, default=str))
+            traceback.print_exc()
+            rows.append(dict(name=name, error=f"{type(exc).__name__}: {exc}"))
+        finally:
+            gc.collect()
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+        print(f"{name}: {time.perf_counter() - began:.0f} s\n{markdown(rows)}", flush=True)
+        if target:
+            Path(target).parent.mkdir(parents=True, exist_ok=True)
+            Path(target).write_text(json.dumps(report, indent=1, default=str))
     if target:
         print(f"wrote {target}")
     return 0

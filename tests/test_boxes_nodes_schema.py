@@ -10,12 +10,14 @@ from agentic_edit.catalogue.spec import CATEGORY_ROOT, NODE_PREFIX
 from agentic_edit.engines import box_render, fonts, text_draw
 
 TOOLS = text.TOOLS + boxes.TOOLS
+# Links a tool cannot work without; every other link (besides the image) is optional.
+REQUIRED_LINKS = {"replace_text": {"boxes"}}
 
 
 def test_names_ids_and_categories():
-    assert [t.name for t in TOOLS] == ["draw_text", "render_boxes", "make_boxes"]
+    assert [t.name for t in TOOLS] == ["draw_text", "replace_text", "render_boxes", "make_boxes"]
     assert [t.node_id for t in TOOLS] == [
-        "AgenticEditDrawText", "AgenticEditRenderBoxes", "AgenticEditMakeBoxes"]
+        "AgenticEditDrawText", "AgenticEditReplaceText", "AgenticEditRenderBoxes", "AgenticEditMakeBoxes"]
     for tool in TOOLS:
         assert tool.node_id.startswith(NODE_PREFIX) and tool.category.startswith(CATEGORY_ROOT + "/")
         assert len(tool.description) > 40 and tool.outputs
@@ -40,7 +42,7 @@ def test_every_argument_is_described_and_its_default_is_valid(tool):
         if arg.kind in ("string", "color"):
             assert isinstance(arg.default, str), arg.name
         if arg.is_link and arg.name != "image":
-            assert arg.optional, arg.name
+            assert arg.optional != (arg.name in REQUIRED_LINKS.get(tool.name, ())), arg.name
     for out in tool.outputs:
         assert len(out.description) > 15
 

@@ -310,7 +310,8 @@ def variant_rows(variant, engine, runner, clock, bare, label, latents, photo_inp
              ours_max_ms=ours["max_ms"], bare_min_ms=bare["min_ms"], bare_max_ms=bare["max_ms"],
              first_call_ms=first_ms, compile_s=runner.stats.compile_seconds - compile_s or None,
              captures_first_call=after_first - before, capture_failures=failed,
-             eager_reason=None if graphed else runner.stats.last_eager_reason, capture_s=runner.stats.capture_seconds, recaptured=recaptured, rel_error=error, equal_within_tol=ok,
+             eager_reason=None if graphed else runner.stats.last_eager_reason,
+             capture_s=runner.stats.capture_seconds, recaptured=recaptured, rel_error=error, equal_within_tol=ok,
              check=(f"latents rel err {error:.2e} ({'ok' if ok else 'DIFFERENT'}); per step bare "
                     f"{per_step['bare']:.1f} ms (anchor {BARE_STEP_ANCHOR_MS}), ours {per_step['ours']:.1f} ms (floor "
                     f"{FLOOR_STEP_MS}); ours/bare {ratio:.2f} (goal <= {GOAL}: "

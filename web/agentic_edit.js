@@ -36,8 +36,8 @@ function register() {
   });
 }
 
-// ComfyUI serves this folder twice when a pack declares it both ways (WEB_DIRECTORY and pyproject's
-// [tool.comfy] web): the frontend then imports this file under two URLs. One copy registers.
+// If ComfyUI serves this folder under two URLs (the pack declared both by WEB_DIRECTORY and by
+// pyproject's [tool.comfy] web, or installed twice), the frontend imports this file twice: one registers.
 if (!window.__agenticEditLoaded) {
   window.__agenticEditLoaded = true;
   register();

@@ -21,7 +21,8 @@ engines/sdpa_choice.py), ``auto`` (the engine's default: cuDNN attention first o
 gets the whole try-on row), ``compiled`` (auto plus AGENTIC_EDIT_COMPILE=1: minutes of compile),
 ``benchmark`` (auto with ``torch.backends.cudnn.benchmark``: cuDNN times its convolution algorithms
 once per shape instead of taking its heuristic's pick), ``channels_last`` (auto with the UNet's
-weights in channels-last; run last, it converts them).
+weights in channels-last; run last, it converts them), ``groupnorm`` (auto with every GroupNorm
+computed by bench/split_group_norm.py; run last).
 ``--compile on`` adds ``compiled``. ``--probe`` times each SDPA backend alone on the UNet's attention
 shapes (fp32 reference on two heads); ``--profile`` lists the GPU kernels of one eager step per SDPA
 order, by time.
@@ -58,9 +59,11 @@ from agentic_edit.engines import sdpa_choice  # noqa: E402
 from agentic_edit.engines import tryon_images as images  # noqa: E402
 from agentic_edit.engines import unet_graph  # noqa: E402
 from agentic_edit.engines.catvton import CatVTONEngine, CatVTONUNet, _encode, _settings  # noqa: E402
+from bench.split_group_norm import use_split_group_norm  # noqa: E402
 from agentic_edit.models import LoadedModel, ResolvedModel, set_memory_profile  # noqa: E402
 from bench.bench_inpaint import SD15_UNET, SD15_VAE, TINY  # noqa: E402
-from bench.catvton_kernels import kernel_profiles, probe_table, profile_table, sdpa_probe  # noqa: E402
+from bench.catvton_kernels import (compiled_profile, eager_profile, kernel_profiles,  # noqa: E402
+                                   probe_table, profile_table, sdpa_probe)
 from bench.timing import Clock, environment, markdown, rel_error  # noqa: E402
 
 WORK = (1024, 768)            # height, width: the paper's size for mix-48k-1024
@@ -76,9 +79,17 @@ TOLERANCE = {"fp16": 1e-2, "bf16": 3e-2}
 # (64-wide kernel for 40 channels, exponentials not overlapped: ~35 of the 69 ms); cuDNN's Hopper kernel
 # ~4 ms each, so ~15 ms less a step (54); compiled: 54.6 measured with FA2, ~40 with cuDNN. The whole
 # try-on adds ~530 ms to the loop (measured: VAE encodes and decode, CPU crop, resize and paste).
+# Outcome (bench/results/catvton_h100_2026-11-24_sdpa.json): PyTorch 2.11 + cuDNN 9.19 already ran
+# cuDNN's kernel (5.2-5.7 ms a call; FA2 9.4 ms), so torch = auto = 70 ms and compiled = 55 ms: the
+# earlier 69 / 54.6 were cuDNN numbers, not FA2 ones. cudnn.benchmark: no change; channels_last: +3 ms.
+# Third run: the profile showed PyTorch's GroupNorm statistics kernel at 6.2 ms a step (64 blocks for
+# 64 rows); split statistics + one addcmul: ~4 ms less (66.5), latents within fp16 rounding. Outcome
+# (catvton_h100_2026-11-24_groupnorm.json): 69.5 -> 68.2, the addcmul apply and small kernels ate 3 ms.
 PREDICTED_MS = {"torch": 69.0 * STEPS, "auto": 54.0 * STEPS, "compiled": 40.0 * STEPS,
-                "channels_last": 52.0 * STEPS, "benchmark": 52.0 * STEPS, "whole": 54.0 * STEPS + 530}
-VARIANTS = ("torch", "auto", "benchmark", "compiled", "channels_last")
+                "channels_last": 52.0 * STEPS, "benchmark": 52.0 * STEPS,
+                "groupnorm": 66.5 * STEPS, "whole": 54.0 * STEPS + 530}
+VARIANTS = ("torch", "auto", "benchmark", "compiled", "channels_last", "groupnorm")
+LAST = ("channels_last", "groupnorm")   # they change the UNet in place
 
 
 def build(tiny: bool, device, dtype):
@@ -225,6 +236,8 @@ def variant_setting(variant: str, unet):
         os.environ[unet_graph.COMPILE_ENV] = "1"
     if variant == "channels_last":
         unet.to(memory_format=torch.channels_last)   # in place; the graphs see new weights and re-record
+    if variant == "groupnorm":
+        use_split_group_norm(unet)                   # in place, for good: run last
     try:
         yield
     finally:
@@ -262,7 +275,7 @@ def dtype_rows(name: str, dtype, args, device, clock: Clock, work, photo, steps,
         done = len(rows)
         try:
             rows.extend(variant_rows(variant, engine, runner, clock, bare, label, (masked, cloth, mask_work),
-                                     (person, garment, mask), work, steps, name, load_ms, count))
+                                     (person, garment, mask), work, steps, name, load_ms, count, args.profile))
         except Exception as exc:
             import traceback
 
@@ -275,7 +288,7 @@ def dtype_rows(name: str, dtype, args, device, clock: Clock, work, photo, steps,
 
 
 def variant_rows(variant, engine, runner, clock, bare, label, latents, photo_inputs, work, steps, name, load_ms,
-                 count) -> list[dict]:
+                 count, profile=False) -> list[dict]:
     masked, cloth, mask_work = latents
     person, garment, mask = photo_inputs
     unet = engine.unet_handle.obj.unet
@@ -288,6 +301,13 @@ def variant_rows(variant, engine, runner, clock, bare, label, latents, photo_inp
         after_first = runner.stats.captures
         ours = measure(clock, lambda: ours_loop(engine, masked, cloth, mask_work, steps))
         recaptured = runner.stats.captures - after_first
+        profiled = None
+        if profile and variant == "compiled":
+            profiled = compiled_profile(unet, runner, masked, unet_graph.unet_device(unet))
+        elif profile and variant in LAST:
+            profiled = eager_profile(unet, masked, unet_graph.unet_device(unet), variant)
+        if profiled:
+            print(profile_table(profiled), flush=True)
         whole = None
         if variant == "auto":
             whole_ms, _, whole_peak = timed_once(clock, lambda: engine.try_on(
@@ -312,6 +332,7 @@ def variant_rows(variant, engine, runner, clock, bare, label, latents, photo_inp
              captures_first_call=after_first - before, capture_failures=failed,
              eager_reason=None if graphed else runner.stats.last_eager_reason,
              capture_s=runner.stats.capture_seconds, recaptured=recaptured, rel_error=error, equal_within_tol=ok,
+             kernel_profile=profiled,
              check=(f"latents rel err {error:.2e} ({'ok' if ok else 'DIFFERENT'}); per step bare "
                     f"{per_step['bare']:.1f} ms (anchor {BARE_STEP_ANCHOR_MS}), ours {per_step['ours']:.1f} ms (floor "
                     f"{FLOOR_STEP_MS}); ours/bare {ratio:.2f} (goal <= {GOAL}: "
@@ -366,7 +387,7 @@ def main(argv=None) -> int:
                                                                              else [])
     if not variants or set(variants) - set(VARIANTS):
         parser.error(f"--variants: use {', '.join(VARIANTS)}")
-    variants = sorted(dict.fromkeys(variants), key=lambda v: v == "channels_last")   # it converts the weights
+    variants = sorted(dict.fromkeys(variants), key=lambda v: LAST.index(v) + 1 if v in LAST else 0)
     if args.tiny:
         torch.set_num_threads(1)
     import diffusers

@@ -162,12 +162,37 @@ def kernel_kind(name: str) -> str:
     return "other"
 
 
-def kernel_profiles(unet, masked, device, top: int = 14) -> dict:
-    """Per SDPA order (``torch``, ``auto``): total GPU ms of one eager step, by kind, and the top kernels."""
+def profile_call(fn, device, top: int = 14) -> dict:
+    """GPU kernels of one ``fn()`` (after one unprofiled call): total ms, ms by kind, the top kernels."""
     from torch.profiler import ProfilerActivity, profile
 
-    x, t = _frame(unet, masked, device)
     activity = ProfilerActivity.CUDA if device.type == "cuda" else ProfilerActivity.CPU
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    with profile(activities=[activity]) as prof:
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+    kernels = []
+    for event in prof.key_averages():
+        us = event.self_cpu_time_total
+        if device.type == "cuda":
+            us = getattr(event, "self_device_time_total", None)
+            us = getattr(event, "self_cuda_time_total", 0) if us is None else us
+        if us and us > 0:
+            kernels.append((event.key, us / 1000, event.count))
+    kernels.sort(key=lambda k: -k[1])
+    kinds: dict[str, float] = defaultdict(float)
+    for name, ms, _ in kernels:
+        kinds[kernel_kind(name)] += ms
+    return {"total_ms": sum(k[1] for k in kernels), "by_kind": dict(kinds),
+            "top": [{"kernel": n[:140], "ms": ms, "calls": c} for n, ms, c in kernels[:top]]}
+
+
+def kernel_profiles(unet, masked, device, top: int = 14) -> dict:
+    """Per SDPA order (``torch``, ``auto``): total GPU ms of one eager step, by kind, and the top kernels."""
+    x, t = _frame(unet, masked, device)
     result = {}
     saved = os.environ.get(sdpa_choice.ENV)
     try:
@@ -175,27 +200,8 @@ def kernel_profiles(unet, masked, device, top: int = 14) -> dict:
             os.environ[sdpa_choice.ENV] = setting
             try:
                 with torch.no_grad(), sdpa_choice.preferred_attention(device):
-                    unet(x, t, encoder_hidden_states=None, return_dict=False)
-                    if device.type == "cuda":
-                        torch.cuda.synchronize(device)
-                    with profile(activities=[activity]) as prof:
-                        unet(x, t, encoder_hidden_states=None, return_dict=False)
-                        if device.type == "cuda":
-                            torch.cuda.synchronize(device)
-                kernels = []
-                for event in prof.key_averages():
-                    us = event.self_cpu_time_total
-                    if device.type == "cuda":
-                        us = getattr(event, "self_device_time_total", None)
-                        us = getattr(event, "self_cuda_time_total", 0) if us is None else us
-                    if us and us > 0:
-                        kernels.append((event.key, us / 1000, event.count))
-                kernels.sort(key=lambda k: -k[1])
-                kinds: dict[str, float] = defaultdict(float)
-                for name, ms, _ in kernels:
-                    kinds[kernel_kind(name)] += ms
-                result[setting] = {"total_ms": sum(k[1] for k in kernels), "by_kind": dict(kinds),
-                                   "top": [{"kernel": n[:140], "ms": ms, "calls": c} for n, ms, c in kernels[:top]]}
+                    result[setting] = profile_call(
+                        lambda: unet(x, t, encoder_hidden_states=None, return_dict=False), device, top)
             except Exception as exc:  # noqa: BLE001 - the profiler is optional
                 result[setting] = {"error": f"{type(exc).__name__}: {exc}"}
     finally:
@@ -204,6 +210,30 @@ def kernel_profiles(unet, masked, device, top: int = 14) -> dict:
         else:
             os.environ[sdpa_choice.ENV] = saved
     return result
+
+
+def eager_profile(unet, masked, device, label: str, top: int = 14) -> dict:
+    """The kernels of one eager step of ``unet`` as it is now (SDPA in the engine's order)."""
+    x, t = _frame(unet, masked, device)
+    try:
+        with torch.no_grad(), sdpa_choice.preferred_attention(device):
+            return {label: profile_call(lambda: unet(x, t, encoder_hidden_states=None, return_dict=False),
+                                        device, top)}
+    except Exception as exc:  # noqa: BLE001 - the profiler is optional
+        return {label: {"error": f"{type(exc).__name__}: {exc}"}}
+
+
+def compiled_profile(unet, runner, masked, device, top: int = 14) -> dict:
+    """The kernels of one call of the runner's compiled forward, called exactly as its graph was
+    recorded (arguments by name, timestep as a tensor), so no recompile: what the graph replays."""
+    x, t = _frame(unet, masked, device)
+    arguments, _, _ = runner._prepare(unet, (x, t), {"encoder_hidden_states": None, "return_dict": False})
+    forward = runner._forward(unet)
+    try:
+        with torch.no_grad(), sdpa_choice.preferred_attention(device):
+            return {"compiled": profile_call(lambda: forward(unet, **arguments, return_dict=False), device, top)}
+    except Exception as exc:  # noqa: BLE001 - the profiler is optional
+        return {"compiled": {"error": f"{type(exc).__name__}: {exc}"}}
 
 
 def profile_table(profiles: dict) -> str:
@@ -218,4 +248,5 @@ def profile_table(profiles: dict) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["attention_shapes", "kernel_kind", "kernel_profiles", "probe_table", "profile_table", "sdpa_probe"]
+__all__ = ["attention_shapes", "compiled_profile", "eager_profile", "kernel_kind", "kernel_profiles", "profile_call",
+           "probe_table", "profile_table", "sdpa_probe"]

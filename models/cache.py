@@ -138,7 +138,13 @@ class LoadedModel:
         self.pin_decision: tuple[bool, str] | None = None   # the last host copy's (pinned, why)
         if comfy_memory.active() and self.modules:
             self._comfy = comfy_memory.ComfyRegistration(
-                self.modules, device, self.offload_device, self.size_bytes, name=resolved.path.name)
+                self.modules, device, self.offload_device, self.size_bytes, name=resolved.path.name,
+                on_unload=self._release_device_caches)
+
+    def _release_device_caches(self) -> None:
+        release = getattr(self.obj, "release_device_caches", None)
+        if callable(release):
+            release()
 
     def __repr__(self) -> str:
         return (f"LoadedModel({self.resolved.path.name!r}, family={self.family!r}, device={self.device}, "
@@ -239,9 +245,7 @@ class LoadedModel:
             began = time.perf_counter()
             # Device memory the engine holds beside its weights (recorded CUDA graphs' pools, kept
             # embeddings) would stay on the GPU until its next call: the engine's object lets it go first.
-            release = getattr(self.obj, "release_device_caches", None)
-            if callable(release):
-                release()
+            self._release_device_caches()
             if self.streamer is not None:
                 self.streamer.stop()
                 self.streamer = None

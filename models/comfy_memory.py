@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 import sys
 from types import ModuleType
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
@@ -98,12 +98,17 @@ class ComfyRegistration:
     """Our model as ComfyUI's model management sees it: a ModelPatcher it can load and unload."""
 
     def __init__(self, modules: Sequence[torch.nn.Module], load_device: torch.device,
-                 offload_device: torch.device, size_bytes: int, name: str):
+                 offload_device: torch.device, size_bytes: int, name: str,
+                 on_unload: Callable[[], None] | None = None):
         import comfy.model_patcher  # present: we only get here inside ComfyUI
 
         self.holder = AgenticEditModel(modules, offload_device, name)
         self.patcher = comfy.model_patcher.ModelPatcher(
             self.holder, load_device=load_device, offload_device=offload_device, size=max(int(size_bytes), 1))
+        if on_unload is not None:
+            # ComfyUI unloads models on its own (to make room for core's); the engine's device caches
+            # (recorded CUDA graphs, kept embeddings) must go with the weights, not at the next call.
+            _add_detach_callback(self.patcher, on_unload)
 
     def load(self) -> None:
         """Make room and put the weights on the load device (a no-op beyond bookkeeping when already there)."""
@@ -122,3 +127,15 @@ class ComfyRegistration:
         if mm is None or not any(p is self.patcher for p in mm.loaded_models()):
             return
         mm.unload_model_and_clones(self.patcher, all_devices=True)
+
+
+def _add_detach_callback(patcher, callback: Callable[[], None]) -> None:
+    """Run ``callback`` after ComfyUI detaches (fully unloads) ``patcher``'s model. ComfyUI versions
+    without patcher callbacks keep the old behaviour: the caches go at the engine's next call."""
+    try:
+        from comfy.patcher_extension import CallbacksMP
+    except ImportError:
+        return
+    add = getattr(patcher, "add_callback", None)
+    if callable(add):
+        add(CallbacksMP.ON_DETACH, lambda _patcher, _unpatch_all: callback())

@@ -481,7 +481,7 @@ def test_inside_comfyui(tmp_path):
         cwd=Path(__file__).resolve().parent.parent, env=env, capture_output=True, text=True, timeout=300)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-6000:]
-    assert "4 passed" in output, output[-3000:]
+    assert "5 passed" in output, output[-3000:]
 
 
 @pytest.fixture(scope="module")
@@ -585,6 +585,32 @@ class ComfyChildTests:
             pass
         free(family)
         assert not any(p is patcher for p in mm.loaded_models())
+
+    def test_an_unload_comfy_decides_releases_the_engines_device_caches(self, comfy, family, specs,
+                                                                      tiny_bert_source):
+        """Recorded CUDA graphs and kept embeddings go when ComfyUI unloads the weights on its own,
+        not at the engine's next call."""
+        class CachedBert:
+            def __init__(self, model):
+                self.model, self.released = model, 0
+
+            def torch_modules(self):
+                return [self.model]
+
+            def release_device_caches(self):
+                self.released += 1
+
+        mm = comfy.mm
+        set_memory_profile(None)
+        specs(key="Cached-Bert", family=family, folder="LLM")
+        install(tiny_bert_source, comfy.models_dir / "LLM" / "Cached-Bert")
+        handle = acquire("Cached-Bert", family, lambda *a: CachedBert(load_bert(*a)))
+        with handle.use() as holder:
+            bert_forward(holder.model)
+        assert handle.obj.released == 0
+        mm.unload_all_models()
+        assert handle.obj.released == 1 and not handle.is_resident
+        free(family)
 
     def test_low_profile_unloads_through_comfy(self, comfy, family, specs, tiny_bert_source):
         mm = comfy.mm

@@ -4,7 +4,6 @@ in /object_info, the UI file describes the same graph as the API file, and it ru
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from . import TinyModel
 from .sd_inpaint import _tiny_pipeline as _tiny_sd_inpaint
 from .sd_inpaint import tiny_text_config, tiny_tokenizer, tiny_vae, write_tokenizer_files
-from .sdxl_inpaint import ADDITION_TIME_EMBED_DIM, CROSS_ATTENTION_DIM
+from .sdxl_inpaint import tiny_sdxl_scheduler, tiny_sdxl_unet
 
 ATTENTION_VERSIONS = ("mix-48k-1024", "vitonhd-16k-512")
 
@@ -66,23 +66,15 @@ def _build_vae(target: Path) -> None:
 
 def _build_sdxl_text_to_image(target: Path) -> None:
     import torch
-    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from diffusers import StableDiffusionXLPipeline
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
     torch.manual_seed(6)
-    unet = UNet2DConditionModel(
-        block_out_channels=(32, 64), layers_per_block=2, sample_size=16, in_channels=4, out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        attention_head_dim=(2, 4), use_linear_projection=True, addition_embed_type="text_time",
-        addition_time_embed_dim=ADDITION_TIME_EMBED_DIM, transformer_layers_per_block=(1, 2),
-        projection_class_embeddings_input_dim=6 * ADDITION_TIME_EMBED_DIM + 32,
-        cross_attention_dim=CROSS_ATTENTION_DIM, norm_num_groups=16)
-    scheduler = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                                       steps_offset=1, timestep_spacing="leading")
+    unet = tiny_sdxl_unet(in_channels=4)
     pipe = StableDiffusionXLPipeline(
         vae=tiny_vae(), text_encoder=CLIPTextModel(tiny_text_config()),
         text_encoder_2=CLIPTextModelWithProjection(tiny_text_config(projection=True)),
-        tokenizer=tiny_tokenizer(), tokenizer_2=tiny_tokenizer(), unet=unet, scheduler=scheduler,
+        tokenizer=tiny_tokenizer(), tokenizer_2=tiny_tokenizer(), unet=unet, scheduler=tiny_sdxl_scheduler(),
         force_zeros_for_empty_prompt=True)
     pipe.save_pretrained(target, safe_serialization=True)
     write_tokenizer_files(target / "tokenizer")

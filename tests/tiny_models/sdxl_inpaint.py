@@ -30,26 +30,38 @@ IP_ADAPTER_FILE = "ip-adapter_sdxl.safetensors"
 CLIP_VISION_FILE = "CLIP-ViT-bigG-14-laion2B-39B-b160k.safetensors"
 
 
-def _tiny_pipeline(seed: int):
-    import torch
-    from diffusers import EulerDiscreteScheduler, StableDiffusionXLInpaintPipeline, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+def tiny_sdxl_unet(in_channels: int):
+    """The tiny SDXL UNet: 9 input channels for inpainting, 4 for text-to-image."""
+    from diffusers import UNet2DConditionModel
 
-    torch.manual_seed(seed)
-    unet = UNet2DConditionModel(
-        block_out_channels=(32, 64), layers_per_block=2, sample_size=16, in_channels=9, out_channels=4,
+    return UNet2DConditionModel(
+        block_out_channels=(32, 64), layers_per_block=2, sample_size=16, in_channels=in_channels, out_channels=4,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
         attention_head_dim=(2, 4), use_linear_projection=True, addition_embed_type="text_time",
         addition_time_embed_dim=ADDITION_TIME_EMBED_DIM, transformer_layers_per_block=(1, 2),
         # 6 time ids (original size, crop, target size) + the pooled text embedding of encoder 2
         projection_class_embeddings_input_dim=6 * ADDITION_TIME_EMBED_DIM + 32,
         cross_attention_dim=CROSS_ATTENTION_DIM, norm_num_groups=16)
-    scheduler = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                                       steps_offset=1, timestep_spacing="leading")
+
+
+def tiny_sdxl_scheduler():
+    from diffusers import EulerDiscreteScheduler
+
+    return EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                                  steps_offset=1, timestep_spacing="leading")
+
+
+def _tiny_pipeline(seed: int):
+    import torch
+    from diffusers import StableDiffusionXLInpaintPipeline
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    torch.manual_seed(seed)
+    unet = tiny_sdxl_unet(in_channels=9)
     return StableDiffusionXLInpaintPipeline(
         vae=tiny_vae(), text_encoder=CLIPTextModel(tiny_text_config()),
         text_encoder_2=CLIPTextModelWithProjection(tiny_text_config(projection=True)),
-        tokenizer=tiny_tokenizer(), tokenizer_2=tiny_tokenizer(), unet=unet, scheduler=scheduler,
+        tokenizer=tiny_tokenizer(), tokenizer_2=tiny_tokenizer(), unet=unet, scheduler=tiny_sdxl_scheduler(),
         requires_aesthetics_score=False, force_zeros_for_empty_prompt=True)
 
 

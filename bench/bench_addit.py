@@ -53,7 +53,7 @@ from agentic_edit.engines.addit import AdditEngine  # noqa: E402
 from agentic_edit.engines.addit_loader import BlockStreamer, FluxCore, FluxText  # noqa: E402
 from agentic_edit.engines.addit_run import AdditRun, image_ids  # noqa: E402
 from agentic_edit.models.devices import set_memory_fraction  # noqa: E402
-from bench.timing import Clock, environment  # noqa: E402
+from bench.timing import Clock, environment, write_report  # noqa: E402
 from tests.tiny_models.flux import (FLUX_SCHEDULER, tiny_flux_vae, tiny_t5_tokenizer,  # noqa: E402
                                     tiny_transformer_config)
 from tests.tiny_models.sd_inpaint import tiny_text_config, tiny_tokenizer  # noqa: E402
@@ -349,7 +349,7 @@ def main(argv=None) -> int:
     report["table"] = table
     target = args.json or (os.path.join(os.environ["OUT"], "bench_addit.json") if os.environ.get("OUT") else None)
     if target:
-        Path(target).write_text(json.dumps(report, indent=1, default=str))
+        write_report(target, report)
         print(f"wrote {target}")
     return 1 if any("error" in r for r in report["rows"]) else 0
 

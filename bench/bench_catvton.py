@@ -64,7 +64,7 @@ from agentic_edit.models import LoadedModel, ResolvedModel, set_memory_profile  
 from bench.bench_inpaint import SD15_UNET, SD15_VAE, TINY  # noqa: E402
 from bench.catvton_kernels import (compiled_profile, eager_profile, kernel_profiles,  # noqa: E402
                                    probe_table, profile_table, sdpa_probe)
-from bench.timing import Clock, environment, markdown, rel_error  # noqa: E402
+from bench.timing import Clock, environment, markdown, rel_error, write_report  # noqa: E402
 
 WORK = (1024, 768)            # height, width: the paper's size for mix-48k-1024
 PHOTO = (1200, 900)           # the person photo the whole try-on starts from
@@ -422,8 +422,7 @@ def main(argv=None) -> int:
                 torch.cuda.empty_cache()
         print(f"{name}: {time.perf_counter() - began:.0f} s\n{markdown(rows)}", flush=True)
         if target:
-            Path(target).parent.mkdir(parents=True, exist_ok=True)
-            Path(target).write_text(json.dumps(report, indent=1, default=str))
+            write_report(target, report)
     if target:
         print(f"wrote {target}")
     return 0

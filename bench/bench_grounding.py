@@ -30,7 +30,7 @@ from tests.pack import import_pack  # noqa: E402
 
 import_pack()
 from agentic_edit.engines import qwen_fast  # noqa: E402
-from bench.timing import Clock, environment, markdown, rel_error  # noqa: E402
+from bench.timing import Clock, environment, markdown, rel_error, write_report  # noqa: E402
 
 # Qwen/Qwen2.5-VL-7B-Instruct config.json (shared/research/gpu-baseline.md section b); token ids as in its vocabulary.
 QWEN_7B = dict(
@@ -388,8 +388,7 @@ def main(argv=None) -> int:
             rows.append(dict(name=part, error=f"{type(exc).__name__}: {exc}"))
         print(f"{part}: {time.perf_counter() - began:.0f} s\n{markdown(rows)}", flush=True)
         if target:
-            Path(target).parent.mkdir(parents=True, exist_ok=True)
-            Path(target).write_text(json.dumps(report, indent=1, default=str))
+            write_report(target, report)
 
     if parts & {"prefill", "decode"}:
         spec = QWEN_TINY if args.tiny else QWEN_7B

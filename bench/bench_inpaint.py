@@ -47,7 +47,7 @@ from agentic_edit.engines.inpaint import InpaintEngine, InpaintModel  # noqa: E4
 from agentic_edit.engines.inpaint_loader import SchedulerConfig, defaults_for  # noqa: E402
 from agentic_edit.engines.ip_adapter import IPAdapterSlot  # noqa: E402
 from agentic_edit.models import LoadedModel, ResolvedModel, set_memory_profile  # noqa: E402
-from bench.timing import Clock, environment, markdown, rel_error  # noqa: E402
+from bench.timing import Clock, environment, markdown, rel_error, write_report  # noqa: E402
 from tests.tiny_models.sd_inpaint import SD15_SCHEDULER, tiny_tokenizer, tiny_vocab_size  # noqa: E402
 
 # diffusers/stable-diffusion-xl-1.0-inpainting-0.1 unet/config.json (= SDXL base 1.0 with in_channels 9).
@@ -443,8 +443,7 @@ def main(argv=None) -> int:
             rows.append(dict(name=part, error=f"{type(exc).__name__}: {exc}"))
         print(f"{part}: {time.perf_counter() - began:.0f} s\n{markdown(rows)}", flush=True)
         if target:
-            Path(target).parent.mkdir(parents=True, exist_ok=True)
-            Path(target).write_text(json.dumps(report, indent=1, default=str))
+            write_report(target, report)
 
     for model in ("sdxl", "sd15"):
         wanted = {model} | ({"crop"} if model == "sdxl" else set())

@@ -47,7 +47,7 @@ from agentic_edit.engines.objectclear import ObjectClearEngine  # noqa: E402
 from agentic_edit.engines.objectclear_loader import ObjectClearParts, make_post_fuse, object_token_index  # noqa: E402
 from agentic_edit.models import LoadedModel, ResolvedModel, set_memory_profile  # noqa: E402
 from bench.bench_inpaint import BIGG, CLIP_L, SDXL_SCHEDULER, SDXL_UNET, SDXL_VAE, TINY, scene  # noqa: E402
-from bench.timing import Clock, environment  # noqa: E402
+from bench.timing import Clock, environment, markdown, write_report  # noqa: E402
 from tests.tiny_models.objectclear import write_word_tokenizer  # noqa: E402
 
 # openai/clip-vit-large-patch14 (ObjectClear's image_prompt_encoder is a whole CLIPModel of it).
@@ -177,20 +177,6 @@ def side_rows(parts, engine, clock: Clock, side: int, steps: int) -> list[dict]:
     return rows
 
 
-def table(rows: list[dict]) -> str:
-    fmt = lambda v, p=1: "–" if v is None else f"{v:.{p}f}"  # noqa: E731
-    lines = ["| measurement | ours = | bare ms | ours ms | ours/bare | first call ms | predicted ours ms | "
-             "peak GiB bare / ours | check |", "|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        if "error" in r:
-            lines.append(f"| {r['name']} | FAILED | | | | | | | {r['error'][:200]} |")
-            continue
-        lines.append(f"| {r['name']} | {r['variant']} | {fmt(r['bare_ms'])} | {fmt(r['ours_ms'])} | "
-                     f"{fmt(r['ratio'], 3)} | {fmt(r['first_call_ms'])} | {fmt(r['predicted_ours_ms'])} | "
-                     f"{fmt(r['bare_peak_gib'], 2)} / {fmt(r['ours_peak_gib'], 2)} | {r['check']} |")
-    return "\n".join(lines)
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tiny", action="store_true", help="tiny configs on the CPU (checks the script, not speed)")
@@ -234,10 +220,9 @@ def main(argv=None) -> int:
 
             traceback.print_exc()
             rows.append(dict(name=f"ObjectClear {side}²", error=f"{type(exc).__name__}: {exc}"))
-        print(f"side {side}: {time.perf_counter() - began:.0f} s\n{table(rows)}", flush=True)
+        print(f"side {side}: {time.perf_counter() - began:.0f} s\n{markdown(rows, first_call=True)}", flush=True)
         if target:
-            Path(target).parent.mkdir(parents=True, exist_ok=True)
-            Path(target).write_text(json.dumps(report, indent=1, default=str))
+            write_report(target, report)
     if target:
         print(f"wrote {target}")
     return 0 if rows and not any("error" in r for r in rows) else 1

@@ -46,7 +46,7 @@ from agentic_edit.models.devices import set_memory_fraction  # noqa: E402
 from bench import stack_chains as chains  # noqa: E402
 from bench import stack_models as weights  # noqa: E402
 from bench.stack_report import PREDICTED, floor_report, table  # noqa: E402
-from bench.timing import environment  # noqa: E402
+from bench.timing import environment, write_report  # noqa: E402
 
 PARTS = ("warm", "cold", "caps")
 CAPS = {"auto": 24, "low": 12}   # profile -> GB cap
@@ -233,8 +233,7 @@ def main(argv=None) -> int:
         report.setdefault("part_seconds", {})[part] = time.perf_counter() - began
         print(f"{part}: {time.perf_counter() - began:.0f} s\n{table(rows, report)}", flush=True)
         if target:
-            Path(target).parent.mkdir(parents=True, exist_ok=True)
-            Path(target).write_text(json.dumps(report, indent=1, default=str))
+            write_report(target, report)
     if target:
         print(f"wrote {target}")
     return 0

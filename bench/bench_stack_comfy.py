@@ -44,6 +44,7 @@ import_pack()
 from bench import stack_models as weights  # noqa: E402
 from bench.bench_inpaint import scene  # noqa: E402
 from bench.stack_chains import EDIT_PROMPT, QUERY, REMOVE_GROW, TEXT  # noqa: E402
+from bench.timing import write_report  # noqa: E402
 from tests.comfy_harness import ComfyServer, find_comfyui  # noqa: E402
 
 
@@ -274,7 +275,7 @@ def main(argv=None) -> int:
     print(json.dumps({k: v for k, v in report.items() if k != "models"}, indent=1, default=str))
     target = args.json or (os.path.join(os.environ["OUT"], "bench_stack_comfy.json") if os.environ.get("OUT") else None)
     if target:
-        Path(target).write_text(json.dumps(report, indent=1, default=str))
+        write_report(target, report)
         shutil.copy(server.log_path, Path(target).with_suffix(".log"))
     return 0
 

@@ -57,18 +57,30 @@ def rel_error(ours: torch.Tensor, bare: torch.Tensor) -> float:
     return float((ours - bare).norm() / bare.norm().clamp_min(1e-30))
 
 
-def markdown(rows: list[dict]) -> str:
+def markdown(rows: list[dict], first_call: bool = False) -> str:
+    """The benches' table; ``first_call`` adds a column for each row's ``first_call_ms``."""
     fmt = lambda v, p=1: "–" if v is None else f"{v:.{p}f}"  # noqa: E731
-    lines = ["| measurement | ours = | bare ms | ours ms | ours/bare | predicted ours ms | peak GiB bare / ours | check |",
-             "|---|---|---|---|---|---|---|---|"]
+    first = ("first call ms | ", "---|") if first_call else ("", "")
+    lines = [f"| measurement | ours = | bare ms | ours ms | ours/bare | {first[0]}predicted ours ms | "
+             "peak GiB bare / ours | check |", f"|---|---|---|---|---|{first[1]}---|---|---|"]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['name']} | FAILED | | | | | | {r['error'][:200]} |")
+            lines.append(f"| {r['name']} | FAILED | | | | {'| ' if first_call else ''}| | {r['error'][:200]} |")
             continue
+        first_value = f"{fmt(r.get('first_call_ms'))} | " if first_call else ""
         lines.append(f"| {r['name']} | {r.get('variant', '')} | {fmt(r['bare_ms'], 2)} | {fmt(r.get('ours_ms'), 2)} | "
-                     f"{fmt(r.get('ratio'), 3)} | {fmt(r.get('predicted_ours_ms'))} | "
+                     f"{fmt(r.get('ratio'), 3)} | {first_value}{fmt(r.get('predicted_ours_ms'))} | "
                      f"{fmt(r.get('bare_peak_gib'), 2)} / {fmt(r.get('ours_peak_gib'), 2)} | {r.get('check', '')} |")
     return "\n".join(lines)
+
+
+def write_report(target, report: dict) -> None:
+    """Write a bench's report (all numbers, environment, checks) as JSON at ``target``."""
+    import json
+    from pathlib import Path
+
+    Path(target).parent.mkdir(parents=True, exist_ok=True)
+    Path(target).write_text(json.dumps(report, indent=1, default=str))
 
 
 def environment(device) -> dict:

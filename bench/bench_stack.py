@@ -9,7 +9,8 @@ Parts (each one command on the GPU machine; ~2-6 min on an H100 apiece):
 
 * ``warm``: bare (everything preloaded with plain library calls) then ours (profile ``high``): a
   first run, then ``--iters`` warm runs; plus the diffusion compute floor (UNet FLOPs of one
-  step x 30 + VAE, over the measured bf16 matmul rate).
+  step x 30 + VAE, over the measured bf16 matmul rate). Bare runs SDXL in fp16 with diffusers' fp32
+  VAE round trip; ours at the engine's own dtype (bf16 on a card that has it; ``--ours-fp16``: fp16).
 * ``cold``: disk read bandwidth, then ours and bare from a dropped page cache (first run: loads
   included), profile ``high``.
 * ``caps``: ours under ``high`` (no cap), ``auto`` under a 24 GB cap and ``low`` under 12 GB
@@ -95,7 +96,7 @@ def part_warm(root, s, inputs, device, iters, report) -> list[dict]:
         rows.append(dict(chain=chain, side="bare", profile="preloaded", first=first, warm=chains.summarize(warm),
                          bare_load_s=load_s, bare_weights_gib=bare_gib))
         print(table(rows[-1:]), flush=True)
-    report["floor"] = floor_report(bare.pipe, s, device)
+    report["floor"] = floor_report(bare.pipe, s.side, s.steps, device)
     bare = None  # the bare models go before ours load
     reset_store(device)
     for chain in ("edit", "remove_text"):
@@ -143,7 +144,7 @@ def part_caps(root, s, inputs, device, iters, report, low_iters: int) -> list[di
     """All three profiles with the engines' own dtype choice (SDXL in bf16 on a card that has it: no
     fp32 VAE round trip, whose 1024² decode alone would pass 12 GB beside the fp16 weights)."""
     rows: list[dict] = []
-    s = dataclasses.replace(s, sdxl_dtype=None)
+    s = dataclasses.replace(s, ours_sdxl_dtype=None)
     reset_store(device)
     set_memory_profile("high")
     for chain in ("edit", "remove_text"):
@@ -175,6 +176,9 @@ def main(argv=None) -> int:
     parser.add_argument("--low-iters", type=int, default=1, help="warm runs per chain under low@12GB (slow)")
     parser.add_argument("--compile", choices=("on", "off"), default="off",
                         help="AGENTIC_EDIT_COMPILE for the grounding decode step (off: the pack's default)")
+    parser.add_argument("--ours-fp16", action="store_true",
+                        help="run our SDXL in fp16 as the bare script does (default: the engine's own choice, bf16 "
+                             "on a card that has it; the rows before 2026-11-24's second run used fp16)")
     parser.add_argument("--models-root", default=None, help="where the full-size random weights are written")
     parser.add_argument("--json", default=None, help="where to write the JSON (default $OUT/bench_stack.json)")
     args = parser.parse_args(argv)
@@ -200,8 +204,11 @@ def main(argv=None) -> int:
     diffusers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
-    s = chains.Settings(side=128, steps=3, tokens=8, sdxl_dtype=torch.float32, max_pixels=140 * 140) if args.tiny \
+    s = chains.Settings(side=128, steps=3, tokens=8, sdxl_dtype=torch.float32, ours_sdxl_dtype=torch.float32,
+                        max_pixels=140 * 140) if args.tiny \
         else chains.Settings()
+    if args.ours_fp16 and not args.tiny:
+        s = dataclasses.replace(s, ours_sdxl_dtype=torch.float16)
     iters = args.iters if args.iters is not None else (1 if args.tiny else 3)
     inputs = chains.Inputs.make(s.side)
 

@@ -45,7 +45,8 @@ class Settings:
     steps: int = 30
     guidance: float = 8.0
     tokens: int = 64
-    sdxl_dtype: torch.dtype | None = torch.float16   # None: the engine's choice (bf16 where the card has it)
+    sdxl_dtype: torch.dtype | None = torch.float16   # the bare script's: diffusers' fp16 recipe (fp32 VAE round trip)
+    ours_sdxl_dtype: torch.dtype | None = None       # None: the engine's own choice (bf16 where the card has it)
     max_pixels: int = 1036 * 1036      # a 1024x1024 image -> 74x74 patches -> 1369 image tokens
 
 
@@ -97,14 +98,14 @@ def ours_edit(inputs: Inputs, s: Settings, timer: Timer) -> dict:
     segmented = timer.run("segment", lambda: SegmentEngine(SAM_KEY).segment(inputs.image, boxes=boxes[:1],
                                                                              multimask="never"))
     mask, fell_back = usable_mask(segmented.union, inputs.mask)
-    engine = InpaintEngine(SDXL_KEY, dtype=s.sdxl_dtype)
+    engine = InpaintEngine(SDXL_KEY, dtype=s.ours_sdxl_dtype)
     timer.run("inpaint", lambda: engine.inpaint(inputs.image, mask, EDIT_PROMPT, steps=s.steps, guidance=s.guidance,
                                                 strength=1.0, seed=SEED, mode="full", mask_grow=4.0, feather=8.0))
     return {"tokens": len(tokens), "box_from_model": bool(found.objects), "mask_fallback": fell_back}
 
 
 def ours_remove_text(inputs: Inputs, s: Settings, timer: Timer) -> dict:
-    engine = InpaintEngine(SDXL_KEY, dtype=s.sdxl_dtype)
+    engine = InpaintEngine(SDXL_KEY, dtype=s.ours_sdxl_dtype)
     removed = timer.run("remove", lambda: engine.inpaint(
         inputs.image, inputs.mask, REMOVE_PROMPT, REMOVE_NEGATIVE, steps=s.steps, guidance=s.guidance, strength=1.0,
         seed=SEED, mode="full", mask_grow=REMOVE_GROW, feather=8.0))

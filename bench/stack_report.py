@@ -119,31 +119,32 @@ def matmul_rate(device: torch.device) -> tuple[float, str]:
     return 2 * n**3 / statistics.median(times), str(dtype).replace("torch.", "")
 
 
-def floor_report(pipe, settings, device: torch.device) -> dict:
-    """FLOPs of one CFG UNet step and of the VAE (2 encodes + 1 decode, as the pipeline runs them),
-    counted with FlopCounterMode on the real modules, over the measured matmul rate."""
+def floor_report(pipe, side: int, steps: int, device: torch.device) -> dict:
+    """FLOPs of what one strength-1 call of a 9-channel inpainting pipeline runs (``steps`` CFG UNet
+    steps, one VAE encode of the masked image, one decode), counted with FlopCounterMode on the real
+    modules, over the measured matmul rate. (Before 2026-11-24 (second run) two encodes were counted,
+    as the baseline file's note on diffusers' default strength 0.9999 says; at strength 1 the
+    pipeline encodes once: ~5 ms of floor less.)"""
     from torch.utils.flop_counter import FlopCounterMode
 
     unet, vae = pipe.unet, pipe.vae
-    latent = settings.side // 8
+    latent = side // 8
     dtype = unet.dtype
     with torch.inference_mode():
         sample = torch.randn(2, unet.config.in_channels, latent, latent, device=device, dtype=dtype)
         text = torch.randn(2, 77, unet.config.cross_attention_dim, device=device, dtype=dtype)
         pooled = pipe.text_encoder_2.config.projection_dim
         cond = {"text_embeds": torch.randn(2, pooled, device=device, dtype=dtype),
-                "time_ids": torch.tensor([[settings.side, settings.side, 0, 0, settings.side, settings.side]] * 2,
-                                         device=device, dtype=dtype)}
+                "time_ids": torch.tensor([[side, side, 0, 0, side, side]] * 2, device=device, dtype=dtype)}
         with FlopCounterMode(display=False) as unet_counter:
             unet(sample, torch.tensor(500, device=device), encoder_hidden_states=text, added_cond_kwargs=cond)
-        image = torch.randn(1, 3, settings.side, settings.side, device=device, dtype=vae.dtype)
+        image = torch.randn(1, 3, side, side, device=device, dtype=vae.dtype)
         with FlopCounterMode(display=False) as vae_counter:
-            latents = vae.encode(image).latent_dist.mean
-            vae.encode(image)
-            vae.decode(latents)
+            vae.decode(vae.encode(image).latent_dist.mean)
     rate, rate_dtype = matmul_rate(device)
     step, vae_flops = unet_counter.get_total_flops(), vae_counter.get_total_flops()
-    total = step * settings.steps + vae_flops
-    return {"step_tflops": step / 1e12, "vae_tflops": vae_flops / 1e12, "steps": settings.steps,
+    total = step * steps + vae_flops
+    return {"step_tflops": step / 1e12, "vae_tflops": vae_flops / 1e12, "steps": steps,
             "matmul_tflops_s": rate / 1e12, "matmul_dtype": rate_dtype, "floor_s": total / rate,
-            "unet_floor_s": step * settings.steps / rate, "anchor_step_tflops": SDXL_STEP_FLOPS_ANCHOR / 1e12}
+            "unet_floor_s": step * steps / rate, "vae_floor_s": vae_flops / rate,
+            "anchor_step_tflops": SDXL_STEP_FLOPS_ANCHOR / 1e12}

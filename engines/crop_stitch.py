@@ -262,17 +262,24 @@ def paste_back(original: np.ndarray, generated: np.ndarray, paste_mask: np.ndarr
     if paste_mask.shape != original.shape[:2]:
         raise CropStitchInputError(f"paste_mask is {paste_mask.shape[1]}x{paste_mask.shape[0]} but the image is "
                                    f"{original.shape[1]}x{original.shape[0]}")
-    rows, cols = plan.box.slices
-    outside = np.ones(paste_mask.shape, dtype=bool)
-    outside[rows, cols] = False
-    if (paste_mask[outside] > 0).any():
-        raise CropStitchInputError("paste_mask reaches outside the crop box; plan the crop from the paste mask")
-    patch = resize_image(generated, plan.box.width, plan.box.height)
+    box = plan.box
     result = original.copy()
+    touched = mask_bounds(paste_mask)
+    if touched is None:
+        return result
+    if touched.x < box.x or touched.y < box.y or touched.right > box.right or touched.bottom > box.bottom:
+        raise CropStitchInputError("paste_mask reaches outside the crop box; plan the crop from the paste mask")
+    if generated.shape[:2] != (box.height, box.width):
+        generated = resize_image(generated, box.width, box.height)
+    # Only the paste mask's bounds are blended (a full-image edit of a small object touches a few
+    # percent of the pixels); everything outside them is the original copy.
+    rows, cols = touched.slices
+    patch = np.asarray(generated, dtype=np.float32)[touched.y - box.y:touched.bottom - box.y,
+                                                    touched.x - box.x:touched.right - box.x]
     region = result[rows, cols]
     weight = paste_mask[rows, cols][..., None]
     blended = region * (1.0 - weight) + patch * weight
-    np.copyto(region, blended.astype(np.float32), where=weight > 0)
+    np.copyto(region, blended, where=weight > 0)
     return result
 
 

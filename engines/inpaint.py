@@ -278,6 +278,7 @@ class InpaintEngine:
     def _run(pipe, call: dict, seeds: list[int], progress) -> list[np.ndarray]:
         import torch
 
+        from .compiled_vae import compiled_vae
         from .unet_graph import graphed_unet
 
         outputs = []
@@ -290,8 +291,9 @@ class InpaintEngine:
 
             generator = torch.Generator(device="cpu").manual_seed(seed)
             # On CUDA the UNet step replays as a recorded CUDA graph: same outputs, a fraction of the
-            # host time (engines/unet_graph.py; AGENTIC_EDIT_CUDA_GRAPHS=0 turns it off).
-            with graphed_unet(pipe.unet):
+            # host time (engines/unet_graph.py; AGENTIC_EDIT_CUDA_GRAPHS=0 turns it off). With
+            # AGENTIC_EDIT_COMPILE=1 the step is compiled first, and so are the VAE's encoder and decoder.
+            with graphed_unet(pipe.unet), compiled_vae(pipe.vae):
                 result = pipe(**call, generator=generator, callback_on_step_end=on_step)
             outputs.append(np.asarray(result.images[0], dtype=np.float32))
         return outputs

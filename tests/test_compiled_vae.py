@@ -71,4 +71,6 @@ def test_compiled_round_trip_matches_eager_and_restores_forward(vae, compile_on)
                 assert "forward" in vae.encoder.__dict__ and "forward" in vae.decoder.__dict__
                 got = vae.decode(vae.encode(image).latent_dist.mean).sample
             assert "forward" not in vae.encoder.__dict__ and "forward" not in vae.decoder.__dict__
-    assert (got.float() - expected.float()).abs().max().item() < 0.05
+    # Inductor fuses and reorders the bf16 arithmetic: equal within bf16 rounding, not bit for bit.
+    error = ((got.float() - expected.float()).norm() / expected.float().norm()).item()
+    assert error < 2e-2, error

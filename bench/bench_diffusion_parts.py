@@ -39,7 +39,7 @@ from tests.pack import import_pack  # noqa: E402
 import_pack()
 from bench.bench_inpaint import BenchEngine, build_pipeline, scene  # noqa: E402
 from bench.stack_report import floor_report  # noqa: E402
-from bench.timing import environment, write_report  # noqa: E402
+from bench.timing import environment, rel_error, write_report  # noqa: E402
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 PROMPT = "a red brick wall with ivy"
@@ -111,7 +111,7 @@ def vae_variants(pipe, side: int, device, iters: int, compile_too: bool) -> dict
                                           torch.bfloat16, torch.channels_last)
         if compile_too:
             variants["bf16 compiled"] = (bf16, torch.bfloat16, "compile")
-    out = {}
+    out, reference = {}, None
     for label, (vae, dtype, how) in variants.items():
         vae = vae.to(dtype)
         encoder, decoder = vae.encode, vae.decode
@@ -129,7 +129,10 @@ def vae_variants(pipe, side: int, device, iters: int, compile_too: bool) -> dict
         sync(device)
         first_s = time.perf_counter() - began
         timed = clock.measure(round_trip)
-        out[label] = {"ms": timed["ms"], "first_s": first_s, "peak_gib": timed["peak_gib"]}
+        result = timed["result"].float()
+        reference = result if reference is None else reference
+        out[label] = {"ms": timed["ms"], "first_s": first_s, "peak_gib": timed["peak_gib"],
+                      "rel_err_vs_own": rel_error(result, reference)}
     if pipe.vae.config.force_upcast:
         pipe.vae.to(torch.float16)
     return out

@@ -61,16 +61,16 @@ def test_fp16_upcasting_vae_stays_eager(vae, compile_on):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="compiles for a CUDA device")
 def test_compiled_round_trip_matches_eager_and_restores_forward(vae, compile_on):
-    vae = vae.to("cuda", torch.bfloat16)
-    image = (torch.rand(1, 3, 64, 48, device="cuda") * 2 - 1).to(torch.bfloat16)
+    # fp32, so that the comparison is about the program and not about bf16 rounding orders.
+    vae = vae.to("cuda")
+    image = torch.rand(1, 3, 64, 48, device="cuda") * 2 - 1
     with torch.no_grad():
         expected = vae.decode(vae.encode(image).latent_dist.mean).sample
         for _ in range(2):  # the second call reuses the program
             with compiled_vae(vae) as compiled:
-                assert compiled is True
+                assert compiled is True, why_not_compiled(vae)
                 assert "forward" in vae.encoder.__dict__ and "forward" in vae.decoder.__dict__
                 got = vae.decode(vae.encode(image).latent_dist.mean).sample
             assert "forward" not in vae.encoder.__dict__ and "forward" not in vae.decoder.__dict__
-    # Inductor fuses and reorders the bf16 arithmetic: equal within bf16 rounding, not bit for bit.
-    error = ((got.float() - expected.float()).norm() / expected.float().norm()).item()
-    assert error < 2e-2, error
+    error = ((got - expected).norm() / expected.norm()).item()
+    assert error < 1e-3, f"compiled vs eager relative error {error:.2e}"

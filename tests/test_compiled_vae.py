@@ -60,8 +60,9 @@ def test_fp16_upcasting_vae_stays_eager(vae, compile_on):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="compiles for a CUDA device")
-def test_compiled_round_trip_matches_eager_and_restores_forward(vae, compile_on):
-    # fp32, so that the comparison is about the program and not about bf16 rounding orders.
+def test_compiled_round_trip_matches_eager_and_restores_forward(vae, compile_on, monkeypatch):
+    # fp32 without TF32 convolutions, so that the comparison is about the program, not about rounding.
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
     vae = vae.to("cuda")
     image = torch.rand(1, 3, 64, 48, device="cuda") * 2 - 1
     with torch.no_grad():
@@ -73,4 +74,4 @@ def test_compiled_round_trip_matches_eager_and_restores_forward(vae, compile_on)
                 got = vae.decode(vae.encode(image).latent_dist.mean).sample
             assert "forward" not in vae.encoder.__dict__ and "forward" not in vae.decoder.__dict__
     error = ((got - expected).norm() / expected.norm()).item()
-    assert error < 1e-3, f"compiled vs eager relative error {error:.2e}"
+    assert error < 1e-4, f"compiled vs eager relative error {error:.2e}"

@@ -80,9 +80,9 @@ COMPILE_ENV = "AGENTIC_EDIT_COMPILE"
 
 def compile_setting() -> bool:
     """``AGENTIC_EDIT_COMPILE=1``: the UNet's forward is ``torch.compile``d (inductor, default mode)
-    before its steps are recorded, so the graphs replay fused kernels. Off by default: the compile
-    costs minutes once per UNet and shape (ComfyUI users pay it at their first run), for a shorter
-    step after."""
+    before its steps are recorded, so the graphs replay fused kernels (and ``compiled_vae`` compiles
+    the VAE). Off by default: the compile costs minutes once per UNet and shape (ComfyUI users pay it
+    at their first run), for a shorter step after."""
     return os.environ.get(COMPILE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
 
 

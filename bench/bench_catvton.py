@@ -87,9 +87,12 @@ TOLERANCE = {"fp16": 1e-2, "bf16": 3e-2}
 # (catvton_h100_2026-11-24_groupnorm.json): 69.5 -> 68.2, the addcmul apply and small kernels ate 3 ms.
 PREDICTED_MS = {"torch": 69.0 * STEPS, "auto": 54.0 * STEPS, "compiled": 40.0 * STEPS,
                 "channels_last": 52.0 * STEPS, "benchmark": 52.0 * STEPS,
-                "groupnorm": 66.5 * STEPS, "whole": 54.0 * STEPS + 530}
-VARIANTS = ("torch", "auto", "benchmark", "compiled", "channels_last", "groupnorm")
-LAST = ("channels_last", "groupnorm")   # they change the UNet in place
+                "groupnorm": 66.5 * STEPS, "whole": 54.0 * STEPS + 530,
+                # Fourth run: compile on a channels_last UNet, so cuDNN's NCHW->NHWC conversions around every
+                # convolution (3.9 ms a step eager) go and inductor lays out the norms: ~51 ms.
+                "compiled_channels_last": 51.0 * STEPS}
+VARIANTS = ("torch", "auto", "benchmark", "compiled", "channels_last", "groupnorm", "compiled_channels_last")
+LAST = ("channels_last", "groupnorm", "compiled_channels_last")   # they change the UNet in place
 
 
 def build(tiny: bool, device, dtype):
@@ -232,9 +235,9 @@ def variant_setting(variant: str, unet):
     torch.backends.cudnn.benchmark = variant == "benchmark"
     os.environ[sdpa_choice.ENV] = "torch" if variant == "torch" else "auto"
     os.environ.pop(unet_graph.COMPILE_ENV, None)
-    if variant == "compiled":
+    if variant.startswith("compiled"):
         os.environ[unet_graph.COMPILE_ENV] = "1"
-    if variant == "channels_last":
+    if variant.endswith("channels_last"):
         unet.to(memory_format=torch.channels_last)   # in place; the graphs see new weights and re-record
     if variant == "groupnorm":
         use_split_group_norm(unet)                   # in place, for good: run last
@@ -302,7 +305,7 @@ def variant_rows(variant, engine, runner, clock, bare, label, latents, photo_inp
         ours = measure(clock, lambda: ours_loop(engine, masked, cloth, mask_work, steps))
         recaptured = runner.stats.captures - after_first
         profiled = None
-        if profile and variant == "compiled":
+        if profile and variant.startswith("compiled"):
             profiled = compiled_profile(unet, runner, masked, unet_graph.unet_device(unet))
         elif profile and variant in LAST:
             profiled = eager_profile(unet, masked, unet_graph.unet_device(unet), variant)

@@ -182,16 +182,26 @@ def step_key(arguments: dict[str, Any], device: torch.device) -> tuple:
     return (str(device), described, autocast)
 
 
-def unet_signature(unet) -> int:
+def unet_signature(unet, weights: list[torch.Tensor] | None = None) -> int:
     """What a recorded graph depends on beyond its inputs: where the weights are, which attention
     processors run (and their scales), FreeU's factors."""
-    weights = tuple(t.data_ptr() for t in (*unet.parameters(), *unet.buffers()))
+    weights = tuple(t.data_ptr() for t in (weights if weights is not None else _weights(unet)))
     processors = tuple((name, id(p), repr(getattr(p, "scale", None)))
                        for name, p in getattr(unet, "attn_processors", {}).items())
     freeu = tuple(tuple(getattr(block, k, None) for k in ("s1", "s2", "b1", "b2"))
                   for block in getattr(unet, "up_blocks", ()))
     config = getattr(unet, "config", {})
     return hash((weights, processors, freeu, str(config.get("encoder_hid_dim_type", None))))
+
+
+def weight_layout(weights: list[torch.Tensor]) -> int:
+    """What a compiled forward assumes about the weights without guarding it: dtypes, shapes and strides
+    (inductor asserts them at run time; a UNet turned channels_last after the compile would fail)."""
+    return hash(tuple((t.dtype, tuple(t.shape), t.stride()) for t in weights))
+
+
+def _weights(unet) -> list[torch.Tensor]:
+    return [*unet.parameters(), *unet.buffers()]
 
 
 # ---- graphs -----------------------------------------------------------------------------------------
@@ -266,6 +276,7 @@ class UNetGraphRunner:
         self._warned = False
         self._lock = threading.RLock()
         self._compiled: Callable[..., Any] | None = None
+        self._compiled_layout: int | None = None
         self.stats = GraphStats()
 
     def _forward(self, unet) -> Callable[..., Any]:
@@ -278,6 +289,7 @@ class UNetGraphRunner:
         if self._compiled is None:
             # dynamic=False: one specialised program per shape, as the graphs are.
             self._compiled = torch.compile(forward, dynamic=False)
+            self._compiled_layout = weight_layout(_weights(unet))
         return self._compiled
 
     @property
@@ -300,13 +312,18 @@ class UNetGraphRunner:
         unet = self._unet()
         if unet is None:
             return False
-        signature = unet_signature(unet)
+        weights = _weights(unet)
+        signature = unet_signature(unet, weights)
         with self._lock:
             stale = self._recorded_under is not None and signature != self._recorded_under and bool(self._graphs)
             if stale:
                 log.info("UNet weights or attention processors changed: dropping %d CUDA graph(s)", len(self._graphs))
                 self.clear()
             self._recorded_under = signature
+            if self._compiled is not None and weight_layout(weights) != self._compiled_layout:
+                log.info("UNet weights changed dtype or memory layout: compiling its forward again")
+                self._compiled = self._compiled_layout = None
+                self.stats.compile_seconds = 0.0
             return stale
 
     def __call__(self, *args, **kwargs):

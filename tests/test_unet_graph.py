@@ -389,6 +389,40 @@ def test_compile_is_opt_in_and_the_warm_up_call_takes_the_capture_call_form(unet
     assert all(form == forms[0] for form in forms) and forms[0][0] == 0 and forms[0][2] == "Tensor"
 
 
+def test_a_compiled_forward_is_dropped_when_the_weights_change_layout(unet):
+    """Inductor asserts the weights' strides instead of guarding them: a UNet turned channels_last
+    after its compile must compile again, not fail (or keep the program) on the next call."""
+    runner = UNetGraphRunner(unet, graph_factory=ReexecutingGraph)
+    compiled = object()   # stands for the compiled forward, which the CPU never builds
+    runner._compiled = compiled
+    runner._compiled_layout = unet_graph.weight_layout(unet_graph._weights(unet))
+    runner.refresh()
+    assert runner._compiled is compiled                   # moved or not, the same layout keeps it
+    unet.to(memory_format=torch.channels_last)
+    runner.refresh()
+    assert runner._compiled is None and runner._compiled_layout is None
+
+
+@NEEDS_CUDA
+def test_the_compiled_step_survives_a_channels_last_switch(unet, monkeypatch):
+    monkeypatch.setenv(unet_graph.COMPILE_ENV, "1")
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)   # compare programs, not TF32 rounding
+    unet = unet.to("cuda")
+    inputs = unet_graph._map_tensors(step_inputs(unet, 0), lambda t: t.to("cuda"))
+    with torch.no_grad():
+        expected = call(unet, inputs)
+        with graphed_unet(unet) as runner:
+            for _ in range(3):
+                call(unet, inputs)
+        unet.to(memory_format=torch.channels_last)
+        with graphed_unet(unet) as runner:
+            got = [call(unet, inputs) for _ in range(3)]
+    assert runner.stats.compile_seconds > 0
+    for output in got:
+        torch.testing.assert_close(output, expected, rtol=2e-3, atol=2e-3)
+    release_graphs(unet)
+
+
 def test_the_inpaint_model_drops_its_graphs_when_the_store_offloads_it(unet, monkeypatch):
     from agentic_edit.engines.inpaint import InpaintModel
 

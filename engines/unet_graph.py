@@ -42,6 +42,7 @@ How:
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import logging
 import numbers
@@ -204,6 +205,13 @@ def _weights(unet) -> list[torch.Tensor]:
     return [*unet.parameters(), *unet.buffers()]
 
 
+def _layout_keyed_forward(unet, *args, weight_layout_key: int, **kwargs):
+    """What ``AGENTIC_EDIT_COMPILE`` compiles: the UNet's forward plus a plain number that dynamo
+    specialises on, so weights of a new dtype or memory layout get a program of their own instead of
+    one whose stride assertions fail (dynamo does not guard the weights' strides)."""
+    return type(unet).forward(unet, *args, **kwargs)
+
+
 # ---- graphs -----------------------------------------------------------------------------------------
 
 class CudaGraph:
@@ -275,8 +283,8 @@ class UNetGraphRunner:
         self._recorded_under: int | None = None
         self._warned = False
         self._lock = threading.RLock()
-        self._compiled: Callable[..., Any] | None = None
-        self._compiled_layout: int | None = None
+        self._compiled: Callable[..., Any] | None = None           # torch.compile of _layout_keyed_forward
+        self._compiled_forward: Callable[..., Any] | None = None   # it, bound to the weights' layout key
         self.stats = GraphStats()
 
     def _forward(self, unet) -> Callable[..., Any]:
@@ -288,9 +296,11 @@ class UNetGraphRunner:
             return forward
         if self._compiled is None:
             # dynamic=False: one specialised program per shape, as the graphs are.
-            self._compiled = torch.compile(forward, dynamic=False)
-            self._compiled_layout = weight_layout(_weights(unet))
-        return self._compiled
+            self._compiled = torch.compile(_layout_keyed_forward, dynamic=False)
+        if self._compiled_forward is None:
+            self._compiled_forward = functools.partial(self._compiled,
+                                                       weight_layout_key=weight_layout(_weights(unet)))
+        return self._compiled_forward
 
     @property
     def graph_count(self) -> int:
@@ -320,9 +330,10 @@ class UNetGraphRunner:
                 log.info("UNet weights or attention processors changed: dropping %d CUDA graph(s)", len(self._graphs))
                 self.clear()
             self._recorded_under = signature
-            if self._compiled is not None and weight_layout(weights) != self._compiled_layout:
-                log.info("UNet weights changed dtype or memory layout: compiling its forward again")
-                self._compiled = self._compiled_layout = None
+            compiled = self._compiled_forward
+            if compiled is not None and weight_layout(weights) != compiled.keywords["weight_layout_key"]:
+                log.info("UNet weights changed dtype or memory layout: its forward compiles again")
+                self._compiled_forward = None
                 self.stats.compile_seconds = 0.0
             return stale
 
@@ -390,7 +401,7 @@ class UNetGraphRunner:
         try:
             return forward(unet, *args, **kwargs)
         finally:
-            if forward is self._compiled and self._compiled is not None and not self.stats.compile_seconds:
+            if forward is self._compiled_forward and forward is not None and not self.stats.compile_seconds:
                 # The first compiled call pays the compile: the one-time cost, reported apart.
                 self.stats.compile_seconds = time.perf_counter() - began
 

@@ -392,15 +392,21 @@ def test_compile_is_opt_in_and_the_warm_up_call_takes_the_capture_call_form(unet
 def test_a_compiled_forward_is_dropped_when_the_weights_change_layout(unet):
     """Inductor asserts the weights' strides instead of guarding them: a UNet turned channels_last
     after its compile must compile again, not fail (or keep the program) on the next call."""
+    import functools
+
     runner = UNetGraphRunner(unet, graph_factory=ReexecutingGraph)
-    compiled = object()   # stands for the compiled forward, which the CPU never builds
-    runner._compiled = compiled
-    runner._compiled_layout = unet_graph.weight_layout(unet_graph._weights(unet))
+    # What _forward builds on CUDA (the CPU never compiles): the compiled function bound to a layout key.
+    compiled = functools.partial(unet_graph._layout_keyed_forward,
+                                 weight_layout_key=unet_graph.weight_layout(unet_graph._weights(unet)))
+    runner._compiled_forward = compiled
     runner.refresh()
-    assert runner._compiled is compiled                   # moved or not, the same layout keeps it
+    assert runner._compiled_forward is compiled           # moved or not, the same layout keeps it
+    inputs = step_inputs(unet, 0)
+    with torch.no_grad():
+        assert torch.equal(call(lambda *a, **kw: compiled(unet, *a, **kw), inputs), call(unet, inputs))
     unet.to(memory_format=torch.channels_last)
     runner.refresh()
-    assert runner._compiled is None and runner._compiled_layout is None
+    assert runner._compiled_forward is None               # the next call binds the new key: a new program
 
 
 @NEEDS_CUDA

@@ -209,6 +209,9 @@ def _layout_keyed_forward(unet, *args, weight_layout_key: int, **kwargs):
     """What ``AGENTIC_EDIT_COMPILE`` compiles: the UNet's forward plus a plain number that dynamo
     specialises on, so weights of a new dtype or memory layout get a program of their own instead of
     one whose stride assertions fail (dynamo does not guard the weights' strides)."""
+    # The trace must read the key: dynamo guards only the arguments a trace reads.
+    if weight_layout_key is None:
+        raise ValueError("weight_layout_key: pass weight_layout() of the UNet's weights")
     return type(unet).forward(unet, *args, **kwargs)
 
 

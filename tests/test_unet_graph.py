@@ -409,6 +409,27 @@ def test_a_compiled_forward_is_dropped_when_the_weights_change_layout(unet):
     assert runner._compiled_forward is None               # the next call binds the new key: a new program
 
 
+def test_the_compiled_forward_gets_a_program_per_weight_layout(unet):
+    """The layout key is guarded: a second key compiles again, the same key reuses its program."""
+    programs = []
+
+    def counting_backend(graph, example_inputs):
+        programs.append(graph)
+        return graph.forward
+
+    torch._dynamo.reset()
+    compiled = torch.compile(unet_graph._layout_keyed_forward, backend=counting_backend, dynamic=False)
+    inputs = step_inputs(unet, 0)
+    counts = []
+    with torch.no_grad():
+        for key in (1, 1, 2, 1):
+            call(lambda *a, key=key, **kw: compiled(unet, *a, weight_layout_key=key, **kw), inputs)
+            counts.append(len(programs))
+    torch._dynamo.reset()
+    first = counts[0]
+    assert first >= 1 and counts == [first, first, 2 * first, 2 * first]
+
+
 @NEEDS_CUDA
 def test_the_compiled_step_survives_a_channels_last_switch(unet, monkeypatch):
     monkeypatch.setenv(unet_graph.COMPILE_ENV, "1")

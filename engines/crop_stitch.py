@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from .distance import distance_to_zeros
 from .geometry import Box
 from .imaging import ImageInputError
 
@@ -199,8 +200,6 @@ def outward_feather(mask: np.ndarray, radius: float) -> np.ndarray:
     """``mask`` with a soft rim ``radius`` pixels wide added outside it (smoothstep from 1 at the edge
     to 0 at ``radius``). Inside the mask nothing is weakened, so what the mask covers is replaced
     completely; pixels ``radius`` or more away from it stay exactly 0."""
-    from scipy import ndimage
-
     mask = np.asarray(mask, dtype=np.float32)
     radius = float(radius)
     if radius < 0 or not math.isfinite(radius):
@@ -215,7 +214,7 @@ def outward_feather(mask: np.ndarray, radius: float) -> np.ndarray:
     # window's distance transform is exactly the whole image's there (and far cheaper on a big image).
     height, width = mask.shape
     window = expand_box(mask_bounds(solid), math.ceil(radius) + 2, width, height).slices
-    distance = ndimage.distance_transform_edt(~solid[window])
+    distance = distance_to_zeros(~solid[window], radius)
     t = np.clip(1.0 - distance / radius, 0.0, 1.0)
     rim = np.zeros(mask.shape, dtype=np.float32)
     rim[window] = t * t * (3.0 - 2.0 * t)

@@ -18,7 +18,8 @@ costs the same for ``r = 2`` and ``r = 200``. Pixels outside the image count as 
 a mask that touches the border is not eaten away from the border by a shrink. The transform runs only
 on the mask's bounding box widened by the radius (grow) or by one pixel (shrink): every distance
 that decides a pixel comes from inside that window, so the result is bit-identical to a transform
-of the whole image at a fraction of its cost on a small mask in a large image.
+of the whole image at a fraction of its cost on a small mask in a large image. A large window is
+split into strips transformed on threads (``engines/distance.py``), again with identical results.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import numpy as np
 from scipy import ndimage
 
 from .colors import color_to_unit
+from .distance import distance_to_zeros
 from .geometry import Box
 from .imaging import ImageInputError
 
@@ -151,7 +153,7 @@ def grow(mask: np.ndarray, pixels: float) -> np.ndarray:
     # the window's distance transform gives exactly the whole image's distances there.
     window = _window(binary, math.ceil(r) + 2)
     # Distance of every outside pixel to the nearest mask pixel (0 inside the mask).
-    distance = ndimage.distance_transform_edt(~binary[window])
+    distance = distance_to_zeros(~binary[window], r)
     grown = np.zeros(binary.shape, dtype=np.float32)
     grown[window] = distance <= r
     return grown
@@ -174,7 +176,7 @@ def shrink(mask: np.ndarray, pixels: float) -> np.ndarray:
     # image border still adds no outside pixels (the window never reaches past it).
     window = _window(binary, 1)
     # Distance of every mask pixel to the nearest outside pixel.
-    distance = ndimage.distance_transform_edt(binary[window])
+    distance = distance_to_zeros(binary[window], r)
     shrunk = np.zeros(binary.shape, dtype=np.float32)
     shrunk[window] = distance > r
     return shrunk

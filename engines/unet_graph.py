@@ -56,6 +56,8 @@ from typing import Any, Callable, Hashable, Iterator
 
 import torch
 
+from ..models.offload import model_tensors, module_tree
+
 log = logging.getLogger(__name__)
 
 ENV = "AGENTIC_EDIT_CUDA_GRAPHS"
@@ -185,10 +187,11 @@ def step_key(arguments: dict[str, Any], device: torch.device) -> tuple:
 
 def unet_signature(unet, weights: list[torch.Tensor] | None = None) -> int:
     """What a recorded graph depends on beyond its inputs: where the weights are, which attention
-    processors run (and their scales), FreeU's factors."""
+    processors run (and their scales), FreeU's factors. Checked on every graphed call, so it walks the
+    modules once without names (diffusers' ``attn_processors`` builds a name for each)."""
     weights = tuple(t.data_ptr() for t in (weights if weights is not None else _weights(unet)))
-    processors = tuple((name, id(p), repr(getattr(p, "scale", None)))
-                       for name, p in getattr(unet, "attn_processors", {}).items())
+    processors = tuple((id(p), repr(getattr(p, "scale", None)))
+                       for p in (m.get_processor() for m in module_tree(unet) if hasattr(type(m), "get_processor")))
     freeu = tuple(tuple(getattr(block, k, None) for k in ("s1", "s2", "b1", "b2"))
                   for block in getattr(unet, "up_blocks", ()))
     config = getattr(unet, "config", {})
@@ -202,7 +205,7 @@ def weight_layout(weights: list[torch.Tensor]) -> int:
 
 
 def _weights(unet) -> list[torch.Tensor]:
-    return [*unet.parameters(), *unet.buffers()]
+    return model_tensors([unet])
 
 
 def _layout_keyed_forward(unet, *args, weight_layout_key: int, **kwargs):

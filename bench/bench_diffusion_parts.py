@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import gc
 import io
 import os
 import pstats
@@ -193,9 +194,7 @@ def measure_dtype(name: str, args, device, report: dict) -> dict:
             sync(device)
         prof.export_chrome_trace(os.path.join(os.environ["OUT"], f"diffusion_parts_{name}.json"))
         row["kernels"] = prof.key_averages().table(sort_by="cuda_time_total", row_limit=25)
-    del engine, pipe
-    torch.cuda.empty_cache() if device.type == "cuda" else None
-    return row
+    return row   # the models go with this frame; main() empties the cache before the next dtype
 
 
 def table(rows: list[dict]) -> str:
@@ -236,6 +235,9 @@ def main(argv=None) -> int:
               "rows": []}
     for name in names:
         row = measure_dtype(name, args, device, report)
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
         report["rows"].append(row)
         print(table([row]), flush=True)
         print(row["host_profile"], flush=True)

@@ -26,7 +26,7 @@ from typing import Callable, Iterator
 
 import torch
 
-from .unet_graph import compile_setting
+from .compiled_forward import compile_setting
 
 log = logging.getLogger(__name__)
 

@@ -23,13 +23,13 @@ import copy
 import functools
 import importlib.util
 import logging
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ..models import ModelSpec, acquire, get_spec, register_spec
+from .compiled_forward import compile_setting
 from .grounding_parse import (VISION_REASONER_SIZE, GroundingResult, input_size_from_grid, parse_grounding,
                               split_thinking)
 from .imaging import rgb_to_pil, to_rgb_array
@@ -139,7 +139,7 @@ def compile_decoding() -> bool:
 
     Off by default: on an H100 it takes decoding from 31 to 9.7 ms per token, but the first call
     compiles for ~45 s, which only pays off after ~30 grounding calls (a server, a batch job)."""
-    return os.environ.get("AGENTIC_EDIT_COMPILE", "").strip().lower() in ("1", "true", "yes", "on")
+    return compile_setting()
 
 
 class GroundingEngine:

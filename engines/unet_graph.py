@@ -56,7 +56,8 @@ from typing import Any, Callable, Hashable, Iterator
 
 import torch
 
-from ..models.offload import model_tensors, module_tree
+from ..models.offload import module_tree
+from .compiled_forward import COMPILE_ENV, compile_setting, layout_keyed_forward, weight_layout, weights_of
 
 log = logging.getLogger(__name__)
 
@@ -76,17 +77,6 @@ def cuda_graphs_setting() -> bool:
     if value not in _ON:
         log.warning("%s=%r is not one of 1/0, true/false, yes/no, on/off; CUDA graphs stay on", ENV, value)
     return True
-
-
-COMPILE_ENV = "AGENTIC_EDIT_COMPILE"
-
-
-def compile_setting() -> bool:
-    """``AGENTIC_EDIT_COMPILE=1``: the UNet's forward is ``torch.compile``d (inductor, default mode)
-    before its steps are recorded, so the graphs replay fused kernels (and ``compiled_vae`` compiles
-    the VAE). Off by default: the compile costs minutes once per UNet and shape (ComfyUI users pay it
-    at their first run), for a shorter step after."""
-    return os.environ.get(COMPILE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def unet_device(unet) -> torch.device | None:
@@ -189,33 +179,13 @@ def unet_signature(unet, weights: list[torch.Tensor] | None = None) -> int:
     """What a recorded graph depends on beyond its inputs: where the weights are, which attention
     processors run (and their scales), FreeU's factors. Checked on every graphed call, so it walks the
     modules once without names (diffusers' ``attn_processors`` builds a name for each)."""
-    weights = tuple(t.data_ptr() for t in (weights if weights is not None else _weights(unet)))
+    weights = tuple(t.data_ptr() for t in (weights if weights is not None else weights_of(unet)))
     processors = tuple((id(p), repr(getattr(p, "scale", None)))
                        for p in (m.get_processor() for m in module_tree(unet) if hasattr(type(m), "get_processor")))
     freeu = tuple(tuple(getattr(block, k, None) for k in ("s1", "s2", "b1", "b2"))
                   for block in getattr(unet, "up_blocks", ()))
     config = getattr(unet, "config", {})
     return hash((weights, processors, freeu, str(config.get("encoder_hid_dim_type", None))))
-
-
-def weight_layout(weights: list[torch.Tensor]) -> int:
-    """What a compiled forward assumes about the weights without guarding it: dtypes, shapes and strides
-    (inductor asserts them at run time; a UNet turned channels_last after the compile would fail)."""
-    return hash(tuple((t.dtype, tuple(t.shape), t.stride()) for t in weights))
-
-
-def _weights(unet) -> list[torch.Tensor]:
-    return model_tensors([unet])
-
-
-def _layout_keyed_forward(unet, *args, weight_layout_key: int, **kwargs):
-    """What ``AGENTIC_EDIT_COMPILE`` compiles: the UNet's forward plus a plain number that dynamo
-    specialises on, so weights of a new dtype or memory layout get a program of their own instead of
-    one whose stride assertions fail (dynamo does not guard the weights' strides)."""
-    # The trace must read the key: dynamo guards only the arguments a trace reads.
-    if weight_layout_key is None:
-        raise ValueError("weight_layout_key: pass weight_layout() of the UNet's weights")
-    return type(unet).forward(unet, *args, **kwargs)
 
 
 # ---- graphs -----------------------------------------------------------------------------------------
@@ -289,7 +259,7 @@ class UNetGraphRunner:
         self._recorded_under: int | None = None
         self._warned = False
         self._lock = threading.RLock()
-        self._compiled: Callable[..., Any] | None = None           # torch.compile of _layout_keyed_forward
+        self._compiled: Callable[..., Any] | None = None           # torch.compile of layout_keyed_forward
         self._compiled_forward: Callable[..., Any] | None = None   # it, bound to the weights' layout key
         self.stats = GraphStats()
 
@@ -302,10 +272,10 @@ class UNetGraphRunner:
             return forward
         if self._compiled is None:
             # dynamic=False: one specialised program per shape, as the graphs are.
-            self._compiled = torch.compile(_layout_keyed_forward, dynamic=False)
+            self._compiled = torch.compile(layout_keyed_forward, dynamic=False)
         if self._compiled_forward is None:
             self._compiled_forward = functools.partial(self._compiled,
-                                                       weight_layout_key=weight_layout(_weights(unet)))
+                                                       weight_layout_key=weight_layout(weights_of(unet)))
         return self._compiled_forward
 
     @property
@@ -328,7 +298,7 @@ class UNetGraphRunner:
         unet = self._unet()
         if unet is None:
             return False
-        weights = _weights(unet)
+        weights = weights_of(unet)
         signature = unet_signature(unet, weights)
         with self._lock:
             stale = self._recorded_under is not None and signature != self._recorded_under and bool(self._graphs)
@@ -487,6 +457,7 @@ def graphed_unet(unet, enabled: bool | None = None) -> Iterator[UNetGraphRunner 
             del unet.__dict__["forward"]
 
 
-__all__ = ["ENV", "MAX_GRAPHS", "WARMUP_CALLS", "CapturedStep", "CudaGraph", "GraphStats", "UNetGraphRunner",
-           "cuda_graphs_setting", "graphed_unet", "release_graphs", "runner_for", "step_key", "timestep_tensor",
+# COMPILE_ENV and compile_setting live in compiled_forward; named here too, where the graphs' settings are.
+__all__ = ["COMPILE_ENV", "ENV", "MAX_GRAPHS", "WARMUP_CALLS", "CapturedStep", "CudaGraph", "GraphStats",
+           "UNetGraphRunner", "compile_setting", "cuda_graphs_setting", "graphed_unet", "release_graphs", "runner_for", "step_key", "timestep_tensor",
            "unet_signature", "why_not_graphed"]

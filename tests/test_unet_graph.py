@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from agentic_edit.engines import unet_graph
+from agentic_edit.engines import compiled_forward, unet_graph
 from agentic_edit.engines.unet_graph import (UNetGraphRunner, _NotGraphable, cuda_graphs_setting, graphed_unet,
                                              release_graphs, runner_for, step_key, timestep_tensor, why_not_graphed)
 
@@ -396,8 +396,8 @@ def test_a_compiled_forward_is_dropped_when_the_weights_change_layout(unet):
 
     runner = UNetGraphRunner(unet, graph_factory=ReexecutingGraph)
     # What _forward builds on CUDA (the CPU never compiles): the compiled function bound to a layout key.
-    compiled = functools.partial(unet_graph._layout_keyed_forward,
-                                 weight_layout_key=unet_graph.weight_layout(unet_graph._weights(unet)))
+    compiled = functools.partial(compiled_forward.layout_keyed_forward,
+                                 weight_layout_key=compiled_forward.weight_layout(compiled_forward.weights_of(unet)))
     runner._compiled_forward = compiled
     runner.refresh()
     assert runner._compiled_forward is compiled           # moved or not, the same layout keeps it
@@ -418,7 +418,7 @@ def test_the_compiled_forward_gets_a_program_per_weight_layout(unet):
         return graph.forward
 
     torch._dynamo.reset()
-    compiled = torch.compile(unet_graph._layout_keyed_forward, backend=counting_backend, dynamic=False)
+    compiled = torch.compile(compiled_forward.layout_keyed_forward, backend=counting_backend, dynamic=False)
     inputs = step_inputs(unet, 0)
     counts = []
     with torch.no_grad():
